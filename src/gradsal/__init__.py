@@ -1,0 +1,67 @@
+"""gradsal: gradient saliency maps for the saliency book.
+
+The chapters of the book (report/) derive and demonstrate every function here:
+00-Setup (models, photos), 01-VanillaGradient (gradients, channel reductions,
+normalisation), 02-SmoothGradIntro and 04-TaylorVarianceProofs (SmoothGrad).
+"""
+
+import importlib
+
+from .gradients import (
+    DEFAULT_BATCH_SIZE,
+    SMOOTHGRAD_MODES,
+    gradient_x_input,
+    noisy_gradients,
+    smoothgrad,
+    smoothgrad_from_samples,
+    vanilla_gradient,
+)
+from .images import PHOTOS, load_image, photo_names, to_numpy_image
+from .maps import REDUCTIONS, normalize, rank_correlation, reduce_channels
+from .models import DEFAULT_MODEL, PixelNormalize, available_models, categories, load_model, top_k
+
+__version__ = "0.1.0"
+
+# The book's repository: the Colab bootstrap cell of every chapter installs gradsal
+# from here, and _config.yml's repository.url repeats it (a test keeps them equal).
+REPOSITORY_URL = "https://github.com/y-oth/dst_assessment2"
+
+
+
+def __getattr__(name: str):
+    """Import a submodule on first use, e.g. ``gradsal.plots`` (keeps ``import gradsal`` light)."""
+    if name.startswith("_"):
+        raise AttributeError(name)
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MODEL",
+    "PHOTOS",
+    "REDUCTIONS",
+    "REPOSITORY_URL",
+    "SMOOTHGRAD_MODES",
+    "PixelNormalize",
+    "available_models",
+    "categories",
+    "gradient_x_input",
+    "load_image",
+    "load_model",
+    "noisy_gradients",
+    "normalize",
+    "photo_names",
+    "plots",
+    "rank_correlation",
+    "reduce_channels",
+    "smoothgrad",
+    "smoothgrad_from_samples",
+    "to_numpy_image",
+    "top_k",
+    "vanilla_gradient",
+]

@@ -1,0 +1,94 @@
+"""From a (C, H, W) gradient to a displayable (H, W) saliency map (chapter 01).
+
+Channel reductions collapse the colour channels k in {R, G, B} (not the classes),
+normalisation maps to [0, 1] for display, and the rank correlation compares two
+maps the way the sanity-check literature does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["REDUCTIONS", "normalize", "rank_correlation", "reduce_channels"]
+
+REDUCTIONS = ("max", "mean", "l2", "sum", "positive", "square")
+
+
+def reduce_channels(g: torch.Tensor, how: str = "max") -> torch.Tensor:
+    """Collapse the channel axis of a gradient: (..., C, H, W) -> (..., H, W).
+
+    ``how``: ``"max"`` max_k |g_k|; ``"mean"`` mean_k |g_k|; ``"l2"``
+    sqrt(sum_k g_k^2); ``"sum"`` sum_k |g_k|; ``"positive"`` max_k max(g_k, 0),
+    which keeps only pixels whose increase raises the logit; ``"square"`` max_k g_k^2.
+    The channel axis is the third from the end. See chapter 01-VanillaGradient.
+    """
+    if not isinstance(g, torch.Tensor) or not g.is_floating_point():
+        raise TypeError("g must be a floating-point tensor of shape (..., C, H, W)")
+    if g.ndim < 3:
+        raise ValueError(f"g must have shape (..., C, H, W) with at least 3 axes; got {tuple(g.shape)}")
+    if g.numel() == 0:
+        raise ValueError(f"g is empty (shape {tuple(g.shape)})")
+    if how == "max":
+        return g.abs().amax(dim=-3)
+    if how == "mean":
+        return g.abs().mean(dim=-3)
+    if how == "l2":
+        return g.square().sum(dim=-3).sqrt()
+    if how == "sum":
+        return g.abs().sum(dim=-3)
+    if how == "positive":
+        return g.clamp_min(0).amax(dim=-3)
+    if how == "square":
+        return g.square().amax(dim=-3)
+    raise ValueError(f"how must be one of {REDUCTIONS}; got {how!r}")
+
+
+def normalize(
+    s: torch.Tensor, *, dim: int | tuple[int, ...] | None = None, clip_percentile: float | None = None
+) -> torch.Tensor:
+    """Min-max scale a map to [0, 1]; a constant map becomes zeros, never NaN.
+
+    ``dim=None`` scales the whole tensor with one min and max (maps compared on
+    one colour scale); ``dim=(-2, -1)`` scales each (H, W) map of a batch on its
+    own. ``clip_percentile`` (e.g. 99) first clips values above that percentile,
+    as PAIR's visualisation does, so a few extreme pixels do not darken the rest.
+    The input is not modified. See chapter 01-VanillaGradient.
+    """
+    if not isinstance(s, torch.Tensor) or not s.is_floating_point():
+        raise TypeError("s must be a floating-point tensor")
+    if s.numel() == 0:
+        raise ValueError("s is empty; expected a map with at least one value")
+    if not torch.isfinite(s).all():
+        raise ValueError("s contains NaN or infinite values")
+    dims = tuple(range(s.ndim)) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
+    s = s.detach()
+    if clip_percentile is not None:
+        if not 0 < clip_percentile <= 100:
+            raise ValueError(f"clip_percentile must be in (0, 100]; got {clip_percentile}")
+        upper = np.percentile(s.cpu().double().numpy(), clip_percentile, axis=dims, keepdims=True)
+        s = torch.minimum(s, torch.as_tensor(upper, dtype=s.dtype, device=s.device))
+    lo = s.amin(dim=dims, keepdim=True)
+    hi = s.amax(dim=dims, keepdim=True)
+    span = hi - lo
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    return torch.where(span > 0, (s - lo) / safe, torch.zeros_like(s))
+
+
+def rank_correlation(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Spearman rank correlation between two maps of the same shape.
+
+    Ties get their average rank. It compares the ordering of pixels only, so it
+    is unchanged by any increasing rescaling of either map (chapters 01, 02, 05).
+    """
+    from scipy.stats import spearmanr
+
+    a_np = a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=float)
+    b_np = b.detach().cpu().double().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, dtype=float)
+    if a_np.shape != b_np.shape:
+        raise ValueError(f"maps must have the same shape; got {a_np.shape} and {b_np.shape}")
+    if a_np.size < 2:
+        raise ValueError("maps need at least two values to be rank-correlated")
+    if np.ptp(a_np) == 0 or np.ptp(b_np) == 0:
+        raise ValueError("a constant map has no ranking; rank correlation is undefined")
+    return float(spearmanr(a_np.ravel(), b_np.ravel()).statistic)
