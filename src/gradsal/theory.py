@@ -1,0 +1,192 @@
+"""What SmoothGrad estimates and how fast its error falls (chapter 04-TaylorVarianceProofs).
+
+Chapter 04 proves four statements and checks each one numerically with the
+helpers here: Gaussian smoothing in closed form (:func:`smoothed_relu`), Stein's
+zeroth-order estimate of the smoothed gradient from forward passes only
+(:func:`stein_projections`), the 1/N variance law of a mean of N noisy gradients
+(:func:`variance_vs_n`, :func:`loglog_slope`) and Jensen's gap of mean-of-abs
+SmoothGrad (:func:`jensen_gap`, :func:`folded_normal_mean`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .gradients import Target, _check_smoothgrad_args, _forward, _frozen, _generator, _prepare
+
+__all__ = [
+    "folded_normal_mean",
+    "jensen_gap",
+    "loglog_slope",
+    "smoothed_relu",
+    "stein_projections",
+    "variance_vs_n",
+]
+
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def _phi(z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * z * z) / _SQRT_2PI
+
+
+def _Phi(z: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+
+
+def _check_sigma(sigma: float, name: str = "sigma") -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {sigma!r}")
+    return float(sigma)
+
+
+def smoothed_relu(x: torch.Tensor | float, sigma: float) -> torch.Tensor:
+    """The Gaussian-smoothed ReLU, ``E[relu(x + eps)]`` with ``eps ~ N(0, sigma^2)``.
+
+    In closed form ``sigma * phi(x / sigma) + x * Phi(x / sigma)``, where phi and
+    Phi are the standard normal density and distribution function; its derivative
+    is ``Phi(x / sigma)``. Chapter 04-TaylorVarianceProofs uses it to check that the
+    mean gradient under noise is the gradient of the smoothed function.
+    """
+    sigma = _check_sigma(sigma)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    z = x / sigma
+    return sigma * _phi(z) + x * _Phi(z)
+
+
+def folded_normal_mean(mu: torch.Tensor | float, s: torch.Tensor | float) -> torch.Tensor:
+    """``E|G|`` for ``G ~ N(mu, s^2)``: ``s sqrt(2/pi) exp(-mu^2 / 2 s^2) + mu (1 - 2 Phi(-mu / s))``.
+
+    At ``mu = 0`` it is ``s * sqrt(2 / pi)``, about ``0.80 s``: the floor that
+    mean-of-abs SmoothGrad reaches at a pixel whose gradient is pure noise, however
+    many samples are averaged (chapter 04-TaylorVarianceProofs, Jensen's gap).
+    ``s`` must be positive.
+    """
+    mu = torch.as_tensor(mu, dtype=torch.float64)
+    s = torch.as_tensor(s, dtype=torch.float64)
+    if (s <= 0).any() or not torch.isfinite(s).all():
+        raise ValueError("s must be finite and > 0")
+    t = mu / s
+    return s * math.sqrt(2.0 / math.pi) * torch.exp(-0.5 * t * t) + mu * (1.0 - 2.0 * _Phi(-t))
+
+
+def jensen_gap(samples: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Jensen's gap ``mean|g| - |mean g|`` of a pool of gradients, per entry.
+
+    Computed as ``2 * min(mean g+, mean g-)`` (g+ and g- the positive and negative
+    parts), which equals the difference exactly and is never negative. It is the
+    part of mean-of-abs SmoothGrad that comes from the gradient changing sign under
+    the noise (chapter 04-TaylorVarianceProofs).
+    """
+    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+        raise TypeError("samples must be a floating-point tensor of gradients")
+    if samples.numel() == 0 or samples.shape[dim] == 0:
+        raise ValueError("samples is empty; expected at least one gradient along dim")
+    pos = samples.clamp_min(0).mean(dim)
+    neg = (-samples).clamp_min(0).mean(dim)
+    return 2.0 * torch.minimum(pos, neg)
+
+
+def variance_vs_n(samples: torch.Tensor, ns: Sequence[int]) -> torch.Tensor:
+    """Total variance of the mean of ``n`` samples, for each ``n`` in ``ns``, from one pool.
+
+    ``samples`` holds S independent draws along its first axis (e.g. the output of
+    :func:`gradsal.noisy_gradients`). For each n the first ``(S // n) * n`` draws
+    are split into ``S // n`` disjoint batches of n; the unbiased sample variance of
+    the batch means is taken entry by entry and summed over entries. Its
+    expectation is ``tr Cov(g) / n`` (chapter 04-TaylorVarianceProofs). Every n
+    needs at least two batches. Returns a float64 tensor of ``len(ns)`` values.
+    """
+    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+        raise TypeError("samples must be a floating-point tensor with the draws along axis 0")
+    s = samples.shape[0]
+    out = []
+    for n in ns:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"every n must be an integer >= 1; got {n!r}")
+        k = s // int(n)
+        if k < 2:
+            raise ValueError(f"n = {n} leaves fewer than two disjoint batches in a pool of {s}")
+        means = samples[: k * n].double().reshape(k, int(n), *samples.shape[1:]).mean(1)
+        out.append(means.var(0, correction=1).sum())
+    return torch.stack(out)
+
+
+def loglog_slope(x: Sequence[float] | np.ndarray | torch.Tensor, y: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """Least-squares line through ``(log x, log y)``: returns ``(slope, intercept)``.
+
+    A power law ``y = c x^p`` gives slope p; chapter 04-TaylorVarianceProofs fits
+    the variance of SmoothGrad against N and expects p = -1. Natural logarithms.
+    """
+    lx = np.log(np.asarray(x, dtype=float))
+    ly = np.log(np.asarray(y, dtype=float))
+    if lx.shape != ly.shape or lx.size < 2:
+        raise ValueError("x and y must have the same length, at least 2")
+    if not (np.isfinite(lx).all() and np.isfinite(ly).all()):
+        raise ValueError("x and y must be positive and finite")
+    slope, intercept = np.polyfit(lx, ly, 1)
+    return float(slope), float(intercept)
+
+
+def stein_projections(
+    model: nn.Module,
+    x: torch.Tensor,
+    directions: torch.Tensor,
+    target: Target = None,
+    *,
+    n_pairs: int = 128,
+    noise_level: float = 0.15,
+    batch_size: int | None = None,
+    generator: torch.Generator | int | None = None,
+) -> torch.Tensor:
+    """Stein's estimate of the smoothed gradient, projected on fixed directions, one value per noise pair.
+
+    For one example ``x`` and ``eps ~ N(0, sigma^2 I)`` with
+    ``sigma = noise_level * (x.max() - x.min())`` (as in SmoothGrad), returns the
+    (n_pairs, K) values ``(u_k . eps) * (f(x + eps) - f(x - eps)) / (2 sigma^2)``
+    for the K directions ``u_k`` (``directions`` has shape (K, *x.shape), or
+    x.shape for one direction). Their mean is an unbiased estimate of
+    ``u_k . grad (f * phi_sigma)(x)``, the projected gradient of the
+    Gaussian-smoothed logit (Stein's lemma), computed from forward passes only;
+    the antithetic pair removes the f(x) term, which has mean zero but large
+    variance. ``batch_size`` is the number of pairs per forward pass (default 8).
+    ``target`` defaults to the class predicted for ``x``. Chapter
+    04-TaylorVarianceProofs.
+    """
+    _check_smoothgrad_args(n_pairs, noise_level, batch_size)
+    if noise_level <= 0:
+        raise ValueError("noise_level must be > 0 for Stein's estimator (it divides by sigma^2)")
+    gen = _generator(generator)
+    if not isinstance(directions, torch.Tensor) or not directions.is_floating_point():
+        raise TypeError("directions must be a floating-point tensor of shape (K, *x.shape)")
+    if tuple(directions.shape) == tuple(x.shape):
+        directions = directions.unsqueeze(0)
+    if tuple(directions.shape[1:]) != tuple(x.shape):
+        raise ValueError(f"directions must have shape (K, *{tuple(x.shape)}); got {tuple(directions.shape)}")
+    with _frozen(model):
+        xb, _, targets = _prepare(model, x, target, False)
+        image = xb[0]
+        sigma = float(noise_level) * float(image.max() - image.min())
+        if sigma <= 0:
+            raise ValueError("x is constant, so sigma = noise_level * (max - min) is 0")
+        u = directions.detach().to(device=image.device, dtype=torch.float64).reshape(directions.shape[0], -1)
+        gen_device = gen.device if gen is not None else torch.device("cpu")
+        out = []
+        step = batch_size or 8
+        for start in range(0, n_pairs, step):
+            count = min(step, n_pairs - start)
+            noise = torch.stack([torch.randn(image.shape, generator=gen, device=gen_device) for _ in range(count)])
+            eps = sigma * noise.to(device=image.device, dtype=image.dtype)
+            batch = torch.cat([image + eps, image - eps])
+            with torch.no_grad():
+                logits = _forward(model, batch).double()
+            picked = logits.gather(1, targets[0].expand(2 * count).view(-1, 1)).view(2, count)
+            half_diff = (picked[0] - picked[1]) / 2.0
+            proj = eps.reshape(count, -1).double() @ u.T
+            out.append(proj * half_diff.unsqueeze(1) / sigma**2)
+    return torch.cat(out).to(directions.device)
