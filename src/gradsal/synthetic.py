@@ -28,6 +28,7 @@ __all__ = [
     "SeriesCNN",
     "Standardize",
     "accuracy",
+    "aligned_profile",
     "mass_inside",
     "planted_window_series",
     "pointing_game",
@@ -106,20 +107,25 @@ class SeriesCNN(nn.Module):
     """A small 1D CNN for (B, T) or (B, C, T) series: two convolutions, global max pooling.
 
     The max over time makes the network a detector of a pattern anywhere in the
-    series, and routes the gradient of the logit to the time steps around the
-    strongest response. Chapter 06-BeyondImages.
+    series, and routes the gradient of a logit to the time steps around each
+    channel's strongest response (two layers of kernel k see 2k - 1 steps).
+    Weights are initialised from ``seed``. Chapter 06-BeyondImages.
     """
 
-    def __init__(self, in_channels: int = 1, channels: int = 16, kernel_size: int = 7, n_classes: int = 2):
+    def __init__(
+        self, in_channels: int = 1, channels: int = 16, kernel_size: int = 7, n_classes: int = 2, *, seed: int = 0
+    ):
         super().__init__()
         pad = kernel_size // 2
-        self.features = nn.Sequential(
-            nn.Conv1d(in_channels, channels, kernel_size, padding=pad),
-            nn.ReLU(),
-            nn.Conv1d(channels, channels, kernel_size, padding=pad),
-            nn.ReLU(),
-        )
-        self.head = nn.Linear(channels, n_classes)
+        with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG untouched
+            torch.manual_seed(seed)
+            self.features = nn.Sequential(
+                nn.Conv1d(in_channels, channels, kernel_size, padding=pad),
+                nn.ReLU(),
+                nn.Conv1d(channels, channels, kernel_size, padding=pad),
+                nn.ReLU(),
+            )
+            self.head = nn.Linear(channels, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 2:  # (B, T): one channel
@@ -159,7 +165,8 @@ class Standardize(nn.Module):
 def tabular_mlp(n_features: int, hidden: Sequence[int] = (32, 32), n_classes: int = 2, *, seed: int = 0) -> nn.Sequential:
     """A ReLU multilayer perceptron mapping (B, n_features) to (B, n_classes) logits.
 
-    Weights are initialised from ``seed``. Prepend a :class:`Standardize` layer
+    With ``n_classes=1`` the single output is read as the log-odds of class 1
+    (see :func:`train_classifier`). Weights are initialised from ``seed``. Prepend a :class:`Standardize` layer
     to feed it raw features. Chapter 06-BeyondImages.
     """
     with torch.random.fork_rng(devices=[]):
@@ -225,13 +232,24 @@ def train_classifier(
 ) -> list[float]:
     """Fit ``model`` to (x, y) with Adam and cross-entropy; return the mean loss per epoch.
 
-    Mini-batches are drawn in an order fixed by ``generator``, so with a seeded
-    model the result is reproducible. The model is left in eval mode with its
-    parameters trainable. Chapter 06-BeyondImages.
+    A model with a single output column is read as a binary classifier whose
+    logit is the log-odds of class 1 (binary cross-entropy); otherwise the
+    columns are class logits (softmax cross-entropy). Mini-batches are drawn in
+    an order fixed by ``generator``, so with a seeded model the result is
+    reproducible. The model is left in eval mode with its parameters trainable.
+    Tiny models train fastest with ``torch.set_num_threads(1)``.
+    Chapter 06-BeyondImages.
     """
     g = _gen(generator)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
+    ce = nn.CrossEntropyLoss()
+    bce = nn.BCEWithLogitsLoss()
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] == 1:  # one logit: the log-odds of class 1
+            return bce(logits[:, 0], target.float())
+        return ce(logits, target)
+
     history = []
     model.train()
     for _ in range(epochs):
@@ -251,11 +269,17 @@ def train_classifier(
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of examples whose highest logit is the true class (model in eval mode)."""
+    """Fraction of examples classified correctly (model in eval mode).
+
+    The prediction is the highest logit, or, for a single-logit model, class 1
+    where the log-odds is positive. Chapter 06-BeyondImages.
+    """
     was_training = model.training
     model.eval()
     try:
-        return float((model(x).argmax(1) == y).float().mean())
+        logits = model(x)
+        pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+        return float((pred == y).float().mean())
     finally:
         model.train(was_training)
 
@@ -307,3 +331,22 @@ def mass_inside(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def pointing_game(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per example, 1.0 if the single highest-scoring position lies inside ``mask``, else 0.0."""
     return top_k_hits(attr, mask, k=1)
+
+
+def aligned_profile(attr: torch.Tensor, start: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """Mean attribution at offsets ``-before .. after - 1`` from each example's window start.
+
+    Lines the (B, T) attributions up on their planted windows and averages over
+    the examples that have a value at each offset (windows near the ends of a
+    series contribute to fewer offsets). Returns a tensor of length
+    ``before + after``; entry ``before + d`` is the mean at offset d. Chapter 06.
+    """
+    attr = torch.as_tensor(attr).detach().float()
+    start = torch.as_tensor(start).long().reshape(-1, 1)
+    if attr.ndim != 2 or start.shape[0] != attr.shape[0]:
+        raise ValueError(f"attr must be (B, T) with one start per row; got {tuple(attr.shape)} and {start.shape[0]} starts")
+    offsets = torch.arange(-before, after).reshape(1, -1)
+    pos = start + offsets
+    valid = (pos >= 0) & (pos < attr.shape[1])
+    values = attr.gather(1, pos.clamp(0, attr.shape[1] - 1)) * valid
+    return values.sum(0) / valid.sum(0).clamp_min(1)
