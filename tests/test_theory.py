@@ -31,22 +31,6 @@ class Cubic(nn.Module):
         return (self.a * x**3).sum(1, keepdim=True)
 
 
-def test_smoothed_relu_closed_form():
-    sigma = 0.7
-    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
-    # Far from 0 the smoothed ReLU is relu itself up to exponentially small terms.
-    assert torch.allclose(theory.smoothed_relu(torch.tensor([-20.0, 20.0]), sigma), torch.tensor([0.0, 20.0], dtype=torch.float64), atol=1e-12)
-    # At 0 it equals E[relu(eps)] = sigma / sqrt(2 pi).
-    assert float(theory.smoothed_relu(0.0, sigma)) == pytest.approx(sigma / math.sqrt(2 * math.pi))
-    # Its derivative is Phi(x / sigma) (central differences).
-    h = 1e-5
-    deriv = (theory.smoothed_relu(x + h, sigma) - theory.smoothed_relu(x - h, sigma)) / (2 * h)
-    Phi = 0.5 * (1 + torch.erf(x / sigma / math.sqrt(2)))
-    assert torch.allclose(deriv, Phi, atol=1e-8)
-    with pytest.raises(ValueError):
-        theory.smoothed_relu(x, 0.0)
-
-
 def test_folded_normal_mean():
     assert float(theory.folded_normal_mean(0.0, 2.0)) == pytest.approx(2.0 * math.sqrt(2 / math.pi))
     assert float(theory.folded_normal_mean(50.0, 1.0)) == pytest.approx(50.0)

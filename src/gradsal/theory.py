@@ -1,11 +1,11 @@
 """What SmoothGrad estimates and how fast its error falls (chapter 04-TaylorVarianceProofs).
 
-Chapter 04 proves four statements and checks each one numerically with the
-helpers here: Gaussian smoothing in closed form (:func:`smoothed_relu`), Stein's
-zeroth-order estimate of the smoothed gradient from forward passes only
-(:func:`stein_projections`), the 1/N variance law of a mean of N noisy gradients
-(:func:`variance_vs_n`, :func:`loglog_slope`) and Jensen's gap of mean-of-abs
-SmoothGrad (:func:`jensen_gap`, :func:`folded_normal_mean`).
+Chapter 04 proves what SmoothGrad estimates and checks each statement
+numerically with the helpers here: Stein's estimate of the smoothed gradient
+from forward passes only (:func:`stein_projections`), the 1/N variance law of a
+mean of N noisy gradients (:func:`variance_vs_n`, :func:`loglog_slope`) and
+Jensen's gap of mean-of-abs SmoothGrad (:func:`jensen_gap`,
+:func:`folded_normal_mean`).
 """
 
 from __future__ import annotations
@@ -23,40 +23,13 @@ __all__ = [
     "folded_normal_mean",
     "jensen_gap",
     "loglog_slope",
-    "smoothed_relu",
     "stein_projections",
     "variance_vs_n",
 ]
 
-_SQRT_2PI = math.sqrt(2.0 * math.pi)
-
-
-def _phi(z: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-0.5 * z * z) / _SQRT_2PI
-
 
 def _Phi(z: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
-
-
-def _check_sigma(sigma: float, name: str = "sigma") -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"{name} must be a finite number > 0; got {sigma!r}")
-    return float(sigma)
-
-
-def smoothed_relu(x: torch.Tensor | float, sigma: float) -> torch.Tensor:
-    """The Gaussian-smoothed ReLU, ``E[relu(x + eps)]`` with ``eps ~ N(0, sigma^2)``.
-
-    In closed form ``sigma * phi(x / sigma) + x * Phi(x / sigma)``, where phi and
-    Phi are the standard normal density and distribution function; its derivative
-    is ``Phi(x / sigma)``. Chapter 04-TaylorVarianceProofs uses it to check that the
-    mean gradient under noise is the gradient of the smoothed function.
-    """
-    sigma = _check_sigma(sigma)
-    x = torch.as_tensor(x, dtype=torch.float64)
-    z = x / sigma
-    return sigma * _phi(z) + x * _Phi(z)
 
 
 def folded_normal_mean(mu: torch.Tensor | float, s: torch.Tensor | float) -> torch.Tensor:
@@ -123,12 +96,13 @@ def loglog_slope(x: Sequence[float] | np.ndarray | torch.Tensor, y: Sequence[flo
     A power law ``y = c x^p`` gives slope p; chapter 04-TaylorVarianceProofs fits
     the variance of SmoothGrad against N and expects p = -1. Natural logarithms.
     """
-    lx = np.log(np.asarray(x, dtype=float))
-    ly = np.log(np.asarray(y, dtype=float))
-    if lx.shape != ly.shape or lx.size < 2:
-        raise ValueError("x and y must have the same length, at least 2")
-    if not (np.isfinite(lx).all() and np.isfinite(ly).all()):
+    xa = np.asarray(x, dtype=float)
+    ya = np.asarray(y, dtype=float)
+    if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2:
+        raise ValueError("x and y must be 1-D with the same length, at least 2")
+    if not (np.isfinite(xa).all() and np.isfinite(ya).all() and (xa > 0).all() and (ya > 0).all()):
         raise ValueError("x and y must be positive and finite")
+    lx, ly = np.log(xa), np.log(ya)
     slope, intercept = np.polyfit(lx, ly, 1)
     return float(slope), float(intercept)
 
