@@ -37,6 +37,7 @@ __all__ = [
     "affine_row_norms",
     "flip_probability",
     "flip_sweep",
+    "gate_probability",
     "gaussian_cdf",
     "line_scan",
     "pattern_changes",
@@ -222,7 +223,7 @@ def line_scan(
         raise ValueError(f"direction must be a tensor of the shape of x {tuple(x.shape)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    xb, _ = _as_batch(x, batched=False)
+    _as_batch(x, batched=False)  # the same input checks as the gradient functions
     with _frozen(model):
         device = _device_of(model, x.device)
         x0 = x.detach().to(device)
@@ -429,23 +430,37 @@ def smoothed_relu_derivative(
     return w * gate
 
 
+def gate_probability(
+    z: torch.Tensor | float, s: torch.Tensor | float, lower: float = 0.0, upper: float | None = 6.0
+) -> torch.Tensor:
+    """Probability that a unit at pre-activation ``z`` is BETWEEN its kinks after z moves by N(0, s^2).
+
+    Equals ``Phi((upper - z) / s) - Phi((lower - z) / s)`` (the first term is 1 when
+    ``upper`` is None): the averaged 0/1 gate that a gradient passes through. With
+    ``s = 0`` it is the gate itself, ``1[lower < z < upper]``. Chapter 03-ReLUBoundaries.
+    """
+    z, s = _t(z), _t(s)
+    if bool((s < 0).any()):
+        raise ValueError("s must be >= 0")
+    safe = torch.where(s > 0, s, 1.0)
+    top = torch.ones_like(z) if upper is None else gaussian_cdf((upper - z) / safe)
+    smooth = top - gaussian_cdf((lower - z) / safe)
+    return torch.where(s > 0, smooth, (activation_states(z, lower, upper) == BETWEEN).double())
+
+
 def smoothed_relu6_derivative(
     x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0, upper: float = 6.0
 ) -> torch.Tensor:
     """E[f'(x + eps)] for f(x) = relu6(w x + b), eps ~ N(0, sigma^2).
 
     Equals ``w * (Phi(z / s) - Phi((z - upper) / s))`` with ``z = w x + b`` and
-    ``s = |w| sigma``: the probability that the unit lands strictly between its two
-    kinks. With ``sigma = 0`` it is ``w * 1[0 < z < upper]``. Theorem of chapter
-    03-ReLUBoundaries.
+    ``s = |w| sigma``: ``w`` times the probability that the unit lands strictly
+    between its two kinks (:func:`gate_probability`). With ``sigma = 0`` it is
+    ``w * 1[0 < z < upper]``. Theorem of chapter 03-ReLUBoundaries.
     """
     x, w, b, sigma = _t(x), _t(w), _t(b), _t(sigma)
     _check_unit(w, sigma)
-    z = w * x + b
-    s = w.abs() * sigma
-    safe = torch.where(s > 0, s, 1.0)
-    smooth = gaussian_cdf(z / safe) - gaussian_cdf((z - upper) / safe)
-    return w * torch.where(s > 0, smooth, ((z > 0) & (z < upper)).double())
+    return w * gate_probability(w * x + b, w.abs() * sigma, 0.0, upper)
 
 
 def smoothed_relu(x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0) -> torch.Tensor:
@@ -493,7 +508,12 @@ def flip_probability(
 
 
 def affine_row_norms(
-    fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], period: int
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    input_shape: Sequence[int],
+    period: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Euclidean norms of the rows of the Jacobian of an affine, spatially local map.
 
@@ -503,14 +523,15 @@ def affine_row_norms(
     Probing with the ``C * period**2`` indicator images of the inputs whose channel
     and row and column residues mod ``period`` agree puts at most one input of each
     window in each probe, so the squares of ``fn(probe) - fn(0)`` add up to the
-    squared row norms exactly. Returns a tensor of the shape of one output. Under
+    squared row norms exactly; the probes are made with ``dtype`` on ``device`` (those
+    of ``fn``'s parameters). Returns a float64 tensor of the shape of one output. Under
     noise ``N(0, sigma^2 I)`` the output moves by ``N(0, (sigma * norm)^2)`` unit
     by unit. Chapter 03-ReLUBoundaries.
     """
     c, h, w = (int(v) for v in input_shape)
     if period < 1:
         raise ValueError("period must be >= 1")
-    probes = torch.zeros(c * period * period + 1, c, h, w)
+    probes = torch.zeros(c * period * period + 1, c, h, w, dtype=dtype, device=device)
     k = 1
     for ch in range(c):
         for r in range(period):
