@@ -48,6 +48,16 @@ class SingleReLU(nn.Module):
         return torch.relu(self.w * x[:, :1] + self.b)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of tests on tiny models, where synchronising
+    threads costs more than the work (and several threads spin on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_cnn() -> nn.Module:
     torch.manual_seed(0)

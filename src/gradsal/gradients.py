@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import fastpath
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "PRECISIONS",
     "SMOOTHGRAD_MODES",
     "gradient_x_input",
     "noisy_gradients",
@@ -30,8 +38,20 @@ __all__ = [
 SMOOTHGRAD_MODES = ("abs", "signed", "square", "var")
 
 # Noisy copies per forward/backward pass when batch_size=None. Measured on two CPU
-# cores with EfficientNet-Lite0 at 224 x 224 (bench/, appendix on performance).
-DEFAULT_BATCH_SIZE = 5
+# cores with EfficientNet-Lite0 at 224 x 224 (bench/smoothgrad_bench.py, appendix
+# on performance): the time per copy is flat from 3 to 5 copies per pass and rises
+# below 3 and above 5; each copy in flight holds about 60 MB of activations, and
+# with two workers 3 copies keep SmoothGrad's peak under 1.2 GB of resident memory.
+DEFAULT_BATCH_SIZE = 3
+
+# How SmoothGrad runs its passes (see smoothgrad's docstring and gradsal.fastpath).
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+# On the CPU, chunks of noisy copies run on up to this many threads at once, each
+# with an equal share of torch's intra-op threads. On two cores two single-threaded
+# workers beat one two-threaded pass (the small depthwise layers of mobile networks
+# parallelise poorly inside an operator); more workers were not measured.
+MAX_CPU_WORKERS = 2
 
 Target = int | Sequence[int] | torch.Tensor | None
 
@@ -224,8 +244,163 @@ def _generator(generator: torch.Generator | int | None) -> torch.Generator | Non
     raise TypeError(f"generator must be a torch.Generator, an int seed or None; got {type(generator).__name__}")
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` for the duration, then restored."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# One SmoothGrad run at a time drives the worker threads and torch's thread setting.
+_RUN_LOCK = threading.RLock()
+_POOL: tuple[tuple[int, int, int], ThreadPoolExecutor] | None = None
+
+
+def _worker_pool(workers: int, threads: int) -> ThreadPoolExecutor:
+    """A thread pool kept between calls: fresh threads cost a run about 10% on the
+    CPU (their memory arenas start cold). Rebuilt when the plan or the process changes."""
+    global _POOL
+    key = (workers, threads, os.getpid())
+    if _POOL is None or _POOL[0] != key:
+        if _POOL is not None and _POOL[0][2] == key[2]:
+            _POOL[1].shutdown(wait=False)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="gradsal", initializer=torch.set_num_threads,
+                                  initargs=(threads,))
+        _POOL = (key, pool)
+    return _POOL[1]
+
+
+def _chunk_sizes(n_samples: int, batch_size: int, workers: int) -> list[int]:
+    """Copies per pass, each at most ``batch_size``, in a number of chunks that the
+    workers share evenly (so none idles at the end); the draws do not depend on it."""
+    n_chunks = math.ceil(n_samples / batch_size)
+    if workers > 1 and n_chunks % workers:
+        n_chunks = min(n_samples, n_chunks + workers - n_chunks % workers)
+    q, r = divmod(n_samples, n_chunks)
+    return [q + 1] * r + [q] * (n_chunks - r)
+
+
+@dataclass
+class _Engine:
+    """How the noisy copies go through the model: which module, layout, autocast, threads."""
+
+    model: nn.Module
+    channels_last: bool = False
+    autocast: torch.dtype | None = None
+    workers: int = 1
+    threads: int | None = None  # intra-op threads per worker; None leaves torch's setting alone
+    pool: ThreadPoolExecutor | None = None
+
+    def gradient(self, xb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        # Autocast state is per thread, so it is entered here, in the worker.
+        with torch.autocast(xb.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            return _logit_gradient(self.model, xb, targets)
+
+
+def _fast_candidate(folded: fastpath.FoldedGraph, xb: torch.Tensor):
+    """``(rewritten module, channels_last, its logits on xb)`` (see :func:`_smoothgrad_run`)."""
+    cpu = xb.device.type == "cpu"
+    with folded.lock, torch.no_grad():
+        fast = folded.module(channels_last=cpu)
+        fmt = torch.channels_last if cpu else torch.contiguous_format
+        return fast, cpu, fast(xb.contiguous(memory_format=fmt))
+
+
+@contextlib.contextmanager
+def _smoothgrad_run(
+    model: nn.Module, x: torch.Tensor, target: Target, batched: bool | None, n_samples: int, batch_size: int,
+    precision: str,
+) -> Iterator[tuple[torch.Tensor, bool, torch.Tensor, _Engine]]:
+    """Set up SmoothGrad's passes (inside ``_frozen(model)``); yields ``(xb, added, targets, engine)``.
+
+    ``"float32"`` runs ``model`` as given. ``"auto"`` and ``"bfloat16"`` run the
+    rewritten graph of a convolutional network (:mod:`gradsal.fastpath`) once its
+    logits on the clean input match the model's (checked once per traced graph
+    and kind of input: a fold is exact whatever the weights); ``"bfloat16"`` adds bfloat16
+    autocast. On the CPU torch's threads are split among up to
+    :data:`MAX_CPU_WORKERS` worker threads for the whole run (the clean forward
+    passes included: a pass with more threads than free cores is very slow on a
+    busy machine), then restored.
+    """
+    xb, added = _as_batch(x, batched)
+    xb = xb.detach().to(_device_of(model, xb.device))
+    engine = _Engine(model)
+    cpu = xb.device.type == "cpu"
+    with contextlib.ExitStack() as stack:
+        if cpu:
+            stack.enter_context(_RUN_LOCK)
+            total = torch.get_num_threads()
+            n_chunks = xb.shape[0] * len(_chunk_sizes(n_samples, batch_size, min(MAX_CPU_WORKERS, total)))
+            engine.workers = max(1, min(MAX_CPU_WORKERS, total, n_chunks))
+            engine.threads = max(1, total // engine.workers)
+            stack.enter_context(_intra_op_threads(engine.threads))
+            if engine.workers > 1:
+                engine.pool = _worker_pool(engine.workers, engine.threads)
+        # Tracing patches torch.nn.Module globally, so it runs here, before any worker
+        # starts; then the rewritten graph's check pass runs on a worker while this
+        # thread runs the model as given.
+        folded = fastpath.fold_for_gradients(model) if precision != "float32" and xb.ndim == 4 else None
+        check_key = (tuple(xb.shape), xb.dtype, xb.device)
+        if folded and check_key in folded.verified:
+            # This rewrite already matched the model on such inputs: use it unchecked.
+            with folded.lock:
+                engine.model, engine.channels_last = folded.module(channels_last=cpu), cpu
+            folded = None
+        candidate = engine.pool.submit(_fast_candidate, folded, xb) if engine.pool and folded else None
+        with torch.no_grad():
+            logits = _forward(model, xb)
+        targets = _resolve_targets(target, logits)
+        found = candidate.result() if candidate is not None else folded and _fast_candidate(folded, xb)
+        if found:
+            fast, channels_last, check = found
+            tol = 1e-3 * (1.0 + float(logits.abs().max()))
+            if check.shape == logits.shape and float((check.float() - logits.float()).abs().max()) <= tol:
+                engine.model, engine.channels_last = fast, channels_last
+                folded.mark_verified(check_key)
+        if precision == "bfloat16":
+            engine.autocast = torch.bfloat16
+        yield xb, added, targets, engine
+
+
+def _noisy_batches(
+    xb: torch.Tensor,
+    n_samples: int,
+    noise_level: float,
+    batch_size: int,
+    workers: int,
+    generator: torch.Generator | None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(image index, a chunk of noisy copies of that image)`` in a fixed order.
+
+    Noise is drawn one copy at a time, image by image, so the draws, and hence the
+    result, do not depend on how copies are batched (nor on how many threads run
+    the chunks: all draws happen here, in the calling thread, in this order).
+    """
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    for b in range(xb.shape[0]):
+        image = xb[b]
+        sigma = float(noise_level) * float(image.max() - image.min())
+        for count in _chunk_sizes(n_samples, batch_size, workers):
+            noise = torch.stack([torch.randn(image.shape, generator=generator, device=gen_device) for _ in range(count)])
+            yield b, image.unsqueeze(0) + sigma * noise.to(device=image.device, dtype=image.dtype)
+
+
 def _noisy_gradient_chunks(
-    model: nn.Module,
+    engine: _Engine,
     xb: torch.Tensor,
     targets: torch.Tensor,
     n_samples: int,
@@ -234,31 +409,45 @@ def _noisy_gradient_chunks(
     generator: torch.Generator | None,
     progress: bool,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield ``(image index, gradients of a chunk of noisy copies)``.
+    """Yield ``(image index, gradients of a chunk of noisy copies)``, in draw order.
 
-    Noise is drawn one copy at a time, image by image, in a fixed order, so the
-    draws, and hence the result, do not depend on how copies are batched.
+    With worker threads, chunks are computed concurrently but drawn, and their
+    gradients handed back, in one fixed order, so the caller's sums are the same
+    as with one thread. At most ``workers + 1`` chunks are alive at a time: memory
+    is bounded by the batch size, not by ``n_samples``.
     """
-    gen_device = generator.device if generator is not None else torch.device("cpu")
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=xb.shape[0] * n_samples, desc="SmoothGrad", unit="sample")
+
+    def done(g: torch.Tensor) -> torch.Tensor:
+        if bar is not None:
+            bar.update(g.shape[0])
+        return g
+
+    batches = _noisy_batches(xb, n_samples, noise_level, batch_size, engine.workers, generator)
+    pending: deque = deque()
     try:
-        for b in range(xb.shape[0]):
-            image = xb[b]
-            sigma = float(noise_level) * float(image.max() - image.min())
-            for start in range(0, n_samples, batch_size):
-                count = min(batch_size, n_samples - start)
-                noise = torch.stack(
-                    [torch.randn(image.shape, generator=generator, device=gen_device) for _ in range(count)]
-                )
-                noisy = image.unsqueeze(0) + sigma * noise.to(device=image.device, dtype=image.dtype)
-                yield b, _logit_gradient(model, noisy, targets[b].expand(count))
-                if bar is not None:
-                    bar.update(count)
+        if engine.pool is None:
+            for b, noisy in batches:
+                yield b, done(engine.gradient(noisy, targets[b].expand(noisy.shape[0])))
+            return
+        for b, noisy in batches:
+            pending.append((b, engine.pool.submit(engine.gradient, noisy, targets[b].expand(noisy.shape[0]))))
+            if len(pending) > engine.workers:
+                b0, fut = pending.popleft()
+                yield b0, done(fut.result())
+        while pending:
+            b0, fut = pending.popleft()
+            yield b0, done(fut.result())
     finally:
+        for _, fut in pending:  # stopped early (an error): drop what was not started, wait for the rest
+            fut.cancel()
+        for _, fut in pending:
+            if not fut.cancelled():
+                fut.exception()
         if bar is not None:
             bar.close()
 
@@ -274,27 +463,31 @@ def noisy_gradients(
     generator: torch.Generator | int | None = None,
     batched: bool | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """The individual gradients ``g_i = d f_c / d x (x + eps_i)`` that SmoothGrad averages.
 
     Returns a tensor with a new sample axis in front of the example's axes:
     (N, C, H, W) for one image, (B, N, C, H, W) for a batch. Memory grows with
     ``n_samples``; use :func:`smoothgrad` when only the average is needed. The
-    same ``generator`` seed gives the same draws as :func:`smoothgrad`, so one
-    pool of samples can serve every figure of a chapter (chapter 02-SmoothGradIntro,
-    chapter 04-TaylorVarianceProofs).
+    same ``generator`` seed and ``precision`` give the same draws and gradients as
+    :func:`smoothgrad` (see there for ``precision``), so one pool of samples can
+    serve every figure of a chapter (chapter 02-SmoothGradIntro, chapter
+    04-TaylorVarianceProofs).
     """
     _check_smoothgrad_args(n_samples, noise_level, batch_size)
+    _check_precision(precision)
     gen = _generator(generator)
-    with _frozen(model):
-        xb, added, targets = _prepare(model, x, target, batched)
+    bs = batch_size or DEFAULT_BATCH_SIZE
+    with _frozen(model), _smoothgrad_run(model, x, target, batched, n_samples, bs, precision) as run:
+        xb, added, targets, engine = run
         out = torch.empty((xb.shape[0], n_samples, *xb.shape[1:]), dtype=xb.dtype, device=xb.device)
         filled = [0] * xb.shape[0]
-        for b, g in _noisy_gradient_chunks(
-            model, xb, targets, n_samples, noise_level, batch_size or DEFAULT_BATCH_SIZE, gen, progress
-        ):
-            out[b, filled[b] : filled[b] + g.shape[0]] = g
-            filled[b] += g.shape[0]
+        # closing(): on an error or an interrupt, the workers finish before the model is restored.
+        with contextlib.closing(_noisy_gradient_chunks(engine, xb, targets, n_samples, noise_level, bs, gen, progress)) as chunks:
+            for b, g in chunks:
+                out[b, filled[b] : filled[b] + g.shape[0]] = g
+                filled[b] += g.shape[0]
     out = out.to(x.device)
     return out[0] if added else out
 
@@ -338,6 +531,7 @@ def smoothgrad(
     generator: torch.Generator | int | None = None,
     batched: bool | None = None,
     progress: bool = False,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """SmoothGrad: gradients of the target logit averaged over noisy copies of ``x``.
 
@@ -352,28 +546,50 @@ def smoothgrad(
     result does not depend on ``batch_size``. The target defaults to the class
     predicted for the clean image. Chapters 02-SmoothGradIntro and
     04-TaylorVarianceProofs.
+
+    ``precision`` chooses how the passes run; no choice changes the noise draws.
+    ``"float32"`` runs the model exactly as given, in its own dtype. ``"auto"``
+    (the default) does the same for models without 2-D convolutions; for a
+    convolutional network it runs an equivalent rewritten graph, still in float32:
+    batch norms and symmetric zero paddings folded into the convolutions and, on
+    the CPU, a channels-last layout (:mod:`gradsal.fastpath`). Its maps differ
+    from ``"float32"``'s by float rounding only (rank correlation above 0.99 on
+    every photo of the book, tests/test_performance_equivalence.py). The rewrite
+    is checked against the model's logits for the clean input the first time it
+    meets a model structure and input shape, and skipped where it cannot be made (hooks on the model, a forward ``torch.fx``
+    cannot trace). ``"bfloat16"`` adds bfloat16 autocast to the rewritten graph.
+    It is opt-in only: its maps are approximate (rank correlation to the float32
+    map about 0.95 at N = 8 on the cat photo), and on CPUs without native
+    bfloat16 (AVX512-BF16 or AMX) it is emulated and many times slower. On the
+    CPU up to :data:`MAX_CPU_WORKERS` chunks run at once on worker threads, each
+    with its share of ``torch.get_num_threads()`` (restored afterwards); the
+    sums are still taken in one fixed order. The appendix on performance
+    measures each choice.
     """
     _check_smoothgrad_args(n_samples, noise_level, batch_size)
     _check_mode(mode)
+    _check_precision(precision)
     gen = _generator(generator)
-    with _frozen(model):
-        xb, added, targets = _prepare(model, x, target, batched)
-        # Running sums in float64: VarGrad subtracts two close numbers.
+    bs = batch_size or DEFAULT_BATCH_SIZE
+    with _frozen(model), _smoothgrad_run(model, x, target, batched, n_samples, bs, precision) as run:
+        xb, added, targets, engine = run
+        # Running sums in float64: VarGrad subtracts two close numbers, and exact sums
+        # of float32 gradients make the result independent of how copies are chunked.
         acc = torch.float64 if xb.device.type != "mps" else torch.float32
         total = torch.zeros(xb.shape, dtype=acc, device=xb.device)
         total_sq = torch.zeros(xb.shape, dtype=acc, device=xb.device) if mode == "var" else None
-        for b, g in _noisy_gradient_chunks(
-            model, xb, targets, n_samples, noise_level, batch_size or DEFAULT_BATCH_SIZE, gen, progress
-        ):
-            g = g.to(acc)
-            if mode == "abs":
-                total[b] += g.abs().sum(0)
-            elif mode == "square":
-                total[b] += g.square().sum(0)
-            else:
-                total[b] += g.sum(0)
-                if total_sq is not None:
-                    total_sq[b] += g.square().sum(0)
+        # closing(): on an error or an interrupt, the workers finish before the model is restored.
+        with contextlib.closing(_noisy_gradient_chunks(engine, xb, targets, n_samples, noise_level, bs, gen, progress)) as chunks:
+            for b, g in chunks:
+                g = g.to(acc)
+                if mode == "abs":
+                    total[b] += g.abs().sum(0)
+                elif mode == "square":
+                    total[b] += g.square().sum(0)
+                else:
+                    total[b] += g.sum(0)
+                    if total_sq is not None:
+                        total_sq[b] += g.square().sum(0)
     mean = total / n_samples
     if mode == "var":
         mean = (total_sq / n_samples - mean.square()).clamp_min(0.0)

@@ -152,12 +152,12 @@ def top_k(model: nn.Module, x: torch.Tensor, k: int = 5) -> list[list[tuple[str,
     of ``(class name, probability)`` pairs per image. The model's train/eval mode
     is left as it was. See chapter 00-Setup.
     """
-    from .gradients import _as_batch, _eval_mode  # one place for input checks
+    from .gradients import _as_batch, _device_of, _eval_mode  # one place for input checks
 
     xb, _ = _as_batch(x, batched=None)
     names = _categories()
     with _eval_mode(model):
-        logits = model(xb.to(_model_device(model)))
+        logits = model(xb.to(_device_of(model, xb.device)))
     if not 1 <= k <= logits.shape[1]:
         raise ValueError(f"k must be between 1 and {logits.shape[1]}; got {k}")
     probs, idx = logits.softmax(dim=1).topk(k, dim=1)
@@ -165,9 +165,3 @@ def top_k(model: nn.Module, x: torch.Tensor, k: int = 5) -> list[list[tuple[str,
     return [[(label(int(i)), float(p)) for p, i in zip(pr, ix)] for pr, ix in zip(probs, idx)]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
