@@ -220,21 +220,26 @@ def factory(ctx: Context, key: str):
     raise ValueError(f"unknown configuration {key!r}")
 
 
+GRAPHS = {"plain": "model as given", "cl": "model as given, channels-last",
+          "foldednchw": "BN and pads folded, default layout", "folded": "gradsal's rewritten graph"}
+
+
 def describe(key: str) -> tuple[str, str]:
+    """(method, setting) of a configuration key, short enough for a table. "batch" is
+    Captum's ``nt_samples_batch_size`` and gradsal's ``batch_size``."""
     parts = key.split(":")
     if parts[0] == "seed":
-        return "starting material's loop", "batch 1, weights require grad, `.backward()`"
+        return "(a) starting material's loop", "batch 1, weight gradients"
     if parts[0] == "captum":
-        return "Captum NoiseTunnel(Saliency)", f"nt_samples_batch_size={parts[1]}"
+        batch = "None (all 50 at once)" if parts[1] == "None" else parts[1]
+        return "(b) Captum NoiseTunnel(Saliency)", f"batch {batch}"
     if parts[0] == "gradsal":
-        prec = f"precision={parts[1]!s}" if parts[1] != "default" else f"precision=auto (default)"
-        bs = f"batch_size={parts[2]}" if parts[2] != "default" else f"batch_size={gradsal.DEFAULT_BATCH_SIZE} (default)"
-        return "gradsal.smoothgrad", f"{prec}, {bs}"
-    graph = {"plain": "model as given", "cl": "model as given, channels-last",
-             "foldednchw": "BN and pads folded, default layout",
-             "folded": "gradsal's rewritten graph"}[parts[1]]
-    threads = "one pass, all threads" if parts[2] == "intra" else "2 worker threads"
-    return f"floor: forward + input gradient ({graph})", f"batch {parts[3]}, {threads}"
+        prec = parts[1] if parts[1] != "default" else "auto"
+        bs = parts[2] if parts[2] != "default" else str(gradsal.DEFAULT_BATCH_SIZE)
+        default = " (defaults)" if parts[1] == parts[2] == "default" else ""
+        return "(c) gradsal.smoothgrad", f"{prec}, batch {bs}{default}"
+    threads = "all threads" if parts[2] == "intra" else "2 workers"
+    return f"floor: {GRAPHS[parts[1]]}", f"batch {parts[3]}, {threads}"
 
 
 # ---------------------------------------------------------------------------
@@ -451,10 +456,11 @@ def med(v: list[float]) -> float:
 
 
 def sweep_table(sweep: dict, title: str) -> str:
-    lines = [f"| {title} | setting | median time, N = {N_SAMPLES} (s) | fastest (s) | per copy (ms) |",
+    lines = [f"| {title} | setting | median, N = {N_SAMPLES} (s) | fastest (s) | per copy (ms) |",
              "|---|---|---:|---:|---:|"]
     for k, v in sweep.items():
         name, setting = describe(k)
+        name = name.split(") ", 1)[-1]  # the sweep tables group one method each: no (a)/(b)/(c)
         per = med(v["wall_s"]) / N_SAMPLES * 1000
         lines.append(f"| {name} | {setting} | {med(v['wall_s']):.2f} | {min(v['wall_s']):.2f} | {per:.1f} |")
     return "\n".join(lines)
@@ -464,20 +470,118 @@ def main_table(rows: list[tuple[str, str]], final: dict, mem: dict, ref_key: str
     ref = med(final[ref_key]["wall_s"])
     mem_head = "peak GPU memory (MB)" if device == "cuda" else "peak RSS (MB)"
     lines = [
-        f"| method | setting | median (s) | spread (s) | per copy (ms) | time / gradsal default | {mem_head} |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| method | setting | median (s) | range (s) | time / gradsal | {mem_head} |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for role, k in rows:
+    for _, k in rows:
         v = final[k]["wall_s"]
         m = mem.get(k, {})
         peak = m.get("peak_mb", float("nan"))
         extra = f" (+{m['increase_mb']:.0f})" if "increase_mb" in m else ""
         name, setting = describe(k)
-        lines.append(
-            f"| {name if role == 'floor' else role + ': ' + name} | {setting} | {med(v):.2f} | {min(v):.2f}-{max(v):.2f} | "
-            f"{med(v) / N_SAMPLES * 1000:.1f} | {med(v) / ref:.2f} | {peak:.0f}{extra} |"
-        )
+        lines.append(f"| {name} | {setting} | {med(v):.2f} | {min(v):.2f}-{max(v):.2f} | {med(v) / ref:.2f} | "
+                     f"{peak:.0f}{extra} |")
     return "\n".join(lines)
+
+
+def render(out: Path, name: str, data: dict) -> str:
+    """Write <name>.md, <name>_sweep.md, <name>_ablation.md and <name>.json from the
+    measurements in ``data``; returns the main table. ``--render-only`` calls it on
+    the saved JSON, so the tables can be re-laid out without timing again."""
+    global N_SAMPLES
+    N_SAMPLES = data["n_samples"]
+    env, final, sweep, mem = data["environment"], data["final"], data["sweep"], data["memory"]
+    unique_rows = [tuple(r) for r in data["rows"]]
+    best = data["best"]
+    captum_best, floor_plain, floor_folded = best["captum"], best["floor_plain"], best["floor_folded"]
+    gpu = env["device"] == "cuda"
+    rounds = len(final["gradsal:default:default"]["wall_s"])
+    sweep_rounds = min(len(v["wall_s"]) for v in sweep.values())
+    ref = "gradsal:default:default"
+    t = {k: med(v["wall_s"]) for k, v in final.items()}
+    floor_best = min(t[floor_plain], t[floor_folded])
+    summary = {
+        "speedup_vs_seed": t["seed"] / t[ref],
+        "speedup_vs_captum_default": t["captum:None"] / t[ref],
+        "speedup_vs_captum_best": t[captum_best] / t[ref],
+        "ratio_to_floor": t[ref] / floor_best,
+        "ratio_to_floor_model_as_given": t[ref] / t[floor_plain],
+        "floor_per_copy_ms": floor_best / N_SAMPLES * 1000,
+        "gradsal_peak_mb": mem.get(ref, {}).get("peak_mb"),
+        "captum_best": captum_best,
+        "gradsal_best": best["gradsal"],
+    }
+    data["summary"] = summary
+
+    title = env.get("gpu") if gpu else env.get("cpu")
+    load = ""
+    if "load_average_start" in env:
+        load = (f" Load average (1 min) at start {env['load_average_start'][0]:.1f}, at end "
+                f"{env.get('load_average_end', [float('nan')])[0]:.1f}.")
+    header = (
+        f"EfficientNet-Lite0, {PHOTO} photo at 224 x 224, N = {N_SAMPLES}, noise level {NOISE_LEVEL}; "
+        f"{title}, {env['cpu_count']} logical CPUs, torch {env['torch']} ({env['torch_threads']} threads), "
+        f"captum {env['captum']}; medians of {rounds} interleaved rounds; {env['date']}.{load}"
+    )
+    mem_note = (
+        "Peak memory: `torch.cuda.max_memory_allocated` during one run, in a fresh process."
+        if gpu
+        else "Peak RSS: the whole process's peak resident memory (VmHWM) during one run in a fresh process, "
+        "model and libraries included; in brackets its increase over the resident size after loading the model. "
+        "Batch: copies per pass (Captum's `nt_samples_batch_size`, gradsal's `batch_size`); the loop also "
+        "computes weight gradients, as the starting material did. Floor: forward pass and input gradient only, "
+        "on noisy copies drawn beforehand. Time / gradsal: each row's median over that of gradsal's defaults."
+    )
+
+    def ok(flag: bool) -> str:
+        return "met" if flag else "**not met**"
+
+    peak = summary["gradsal_peak_mb"]
+    checks = [
+        f"- gradsal default vs the starting material's loop: **{summary['speedup_vs_seed']:.2f}x** faster "
+        f"(target >= {TARGETS['vs_seed']}x: {ok(summary['speedup_vs_seed'] >= TARGETS['vs_seed'])}).",
+        f"- vs Captum at its default batch: **{summary['speedup_vs_captum_default']:.2f}x**; vs Captum at its best "
+        f"batch ({describe(captum_best)[1]}): **{summary['speedup_vs_captum_best']:.2f}x** "
+        f"(target >= {TARGETS['vs_captum_best']}x: {ok(summary['speedup_vs_captum_best'] >= TARGETS['vs_captum_best'])}).",
+        f"- time per copy over the cost floor ({summary['floor_per_copy_ms']:.1f} ms per copy): "
+        f"**{summary['ratio_to_floor']:.2f}** (target <= {TARGETS['floor_ratio']}: "
+        f"{ok(summary['ratio_to_floor'] <= TARGETS['floor_ratio'])}); over the floor of the model as given: "
+        f"{summary['ratio_to_floor_model_as_given']:.2f}.",
+    ]
+    if peak is not None:
+        checks.append(f"- gradsal default peak memory: **{peak:.0f} MB** (target < {TARGETS['peak_mb']:.0f} MB: "
+                      f"{ok(peak < TARGETS['peak_mb'])}).")
+    md = "\n\n".join([
+        header,
+        main_table(unique_rows, final, mem, ref, env["device"]),
+        mem_note + " Range: fastest to slowest round. Produced by `python bench/smoothgrad_bench.py`.",
+        "\n".join(checks),
+    ]) + "\n"
+    (out / f"{name}.md").write_text(md)
+
+    ablation = [f"floor:{g}:workers:3" for g in ("plain", "cl", "foldednchw", "folded")]
+    ablation_md = ""
+    if all(k in sweep for k in ablation):
+        base = med(sweep[ablation[0]]["wall_s"])
+        rows_md = ["| graph (2 workers, batch 3) | per copy (ms) | speed-up over the model as given |", "|---|---:|---:|"]
+        for k in ablation:
+            t_k = med(sweep[k]["wall_s"])
+            rows_md.append(f"| {GRAPHS[k.split(':')[1]]} | {t_k / N_SAMPLES * 1000:.1f} | {base / t_k:.2f}x |")
+        ablation_md = "\n".join(rows_md)
+    if ablation_md:
+        (out / f"{name}_ablation.md").write_text(
+            ablation_md + f"\n\nForward + input gradient only, {sweep_rounds} interleaved round(s); from the sweep of "
+            "`python bench/smoothgrad_bench.py`.\n")
+    sweep_md = "\n\n".join([
+        f"Sweep ({sweep_rounds} interleaved round(s) each; same setting as the main table). The best setting of "
+        "each method is the one with the fastest round.",
+        sweep_table({k: v for k, v in sweep.items() if k.startswith("captum")}, "Captum"),
+        sweep_table({k: v for k, v in sweep.items() if k.startswith("gradsal")}, "gradsal"),
+        sweep_table({k: v for k, v in sweep.items() if k.startswith("floor")}, "floor"),
+    ]) + "\n"
+    (out / f"{name}_sweep.md").write_text(sweep_md)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    return md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="on a shared machine, wait up to S seconds before each round until no other task runs")
     ap.add_argument("--profile-only", action="store_true", help="only write <out>/<device>_profile.md")
     ap.add_argument("--n-samples", type=int, default=N_SAMPLES, help="noisy copies (50; fewer only for smoke tests)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="write the tables again from <out>/<device>.json, without timing anything")
     ap.add_argument("--no-alternatives", action="store_true", help="skip bench/alternatives.py (bfloat16, torch.compile)")
     ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -505,6 +611,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    if args.render_only:
+        data = json.loads((out / f"{device}.json").read_text())
+        if "best" not in data:  # saved before the best settings were stored: they are in rows and summary
+            floors = [k for role, k in data["rows"] if role == "floor"]
+            data["best"] = {"captum": data["summary"]["captum_best"], "gradsal": data["summary"]["gradsal_best"],
+                            "floor_plain": floors[0], "floor_folded": floors[-1]}
+        print(render(out, device, data))
+        return 0
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
@@ -591,91 +705,12 @@ def main(argv: list[str] | None = None) -> int:
         pass
     env["total_s"] = round(time.perf_counter() - t_start, 1)
 
-    ref = "gradsal:default:default"
-    t = {k: med(v["wall_s"]) for k, v in final.items()}
-    floor_best = min(t[floor_plain], t[floor_folded])
-    summary = {
-        "speedup_vs_seed": t["seed"] / t[ref],
-        "speedup_vs_captum_default": t["captum:None"] / t[ref],
-        "speedup_vs_captum_best": t[captum_best] / t[ref],
-        "ratio_to_floor": t[ref] / floor_best,
-        "ratio_to_floor_model_as_given": t[ref] / t[floor_plain],
-        "floor_per_copy_ms": floor_best / N_SAMPLES * 1000,
-        "gradsal_peak_mb": mem.get(ref, {}).get("peak_mb"),
-        "captum_best": captum_best,
-        "gradsal_best": gradsal_best,
-    }
-
-    name = device
-    title = env.get("gpu") if gpu else env.get("cpu")
-    load = ""
-    if "load_average_start" in env:
-        load = (f" Load average (1 min) at start {env['load_average_start'][0]:.1f}, at end "
-                f"{env.get('load_average_end', [float('nan')])[0]:.1f}.")
-    header = (
-        f"EfficientNet-Lite0, {PHOTO} photo at 224 x 224, N = {N_SAMPLES}, noise level {NOISE_LEVEL}; "
-        f"{title}, {env['cpu_count']} logical CPUs, torch {env['torch']} ({env['torch_threads']} threads), "
-        f"captum {env['captum']}; medians of {rounds} interleaved rounds; {env['date']}.{load}"
-    )
-    mem_note = (
-        "Peak memory: `torch.cuda.max_memory_allocated` during one run, in a fresh process."
-        if gpu
-        else "Peak RSS: the whole process's peak resident memory (VmHWM) during one run in a fresh process, "
-        "model and libraries included; in brackets its increase over the resident size after loading the model."
-    )
-
-    def ok(flag: bool) -> str:
-        return "met" if flag else "**not met**"
-
-    peak = summary["gradsal_peak_mb"]
-    checks = [
-        f"- gradsal default vs the starting material's loop: **{summary['speedup_vs_seed']:.2f}x** faster "
-        f"(target >= {TARGETS['vs_seed']}x: {ok(summary['speedup_vs_seed'] >= TARGETS['vs_seed'])}).",
-        f"- vs Captum at its default batch: **{summary['speedup_vs_captum_default']:.2f}x**; vs Captum at its best "
-        f"batch ({describe(captum_best)[1]}): **{summary['speedup_vs_captum_best']:.2f}x** "
-        f"(target >= {TARGETS['vs_captum_best']}x: {ok(summary['speedup_vs_captum_best'] >= TARGETS['vs_captum_best'])}).",
-        f"- time per copy over the cost floor ({summary['floor_per_copy_ms']:.1f} ms per copy): "
-        f"**{summary['ratio_to_floor']:.2f}** (target <= {TARGETS['floor_ratio']}: "
-        f"{ok(summary['ratio_to_floor'] <= TARGETS['floor_ratio'])}); over the floor of the model as given: "
-        f"{summary['ratio_to_floor_model_as_given']:.2f}.",
-    ]
-    if peak is not None:
-        checks.append(f"- gradsal default peak memory: **{peak:.0f} MB** (target < {TARGETS['peak_mb']:.0f} MB: "
-                      f"{ok(peak < TARGETS['peak_mb'])}).")
-    md = "\n\n".join([
-        header,
-        main_table(unique_rows, final, mem, ref, device),
-        mem_note + " Spread: fastest to slowest round. Produced by `python bench/smoothgrad_bench.py`.",
-        "\n".join(checks),
-    ]) + "\n"
-    (out / f"{name}.md").write_text(md)
-
-    ablation = [f"floor:{g}:workers:3" for g in ("plain", "cl", "foldednchw", "folded")]
-    ablation_md = ""
-    if all(k in sweep for k in ablation):
-        base = med(sweep[ablation[0]]["wall_s"])
-        rows_md = ["| graph (2 workers, batch 3) | per copy (ms) | speed-up over the model as given |", "|---|---:|---:|"]
-        for k in ablation:
-            t_k = med(sweep[k]["wall_s"])
-            rows_md.append(f"| {describe(k)[0].split('(')[1].rstrip(')')} | {t_k / N_SAMPLES * 1000:.1f} | {base / t_k:.2f}x |")
-        ablation_md = "\n".join(rows_md)
-    if ablation_md:
-        (out / f"{name}_ablation.md").write_text(
-            ablation_md + f"\n\nForward + input gradient only, {sweep_rounds} interleaved round(s); from the sweep of "
-            "`python bench/smoothgrad_bench.py`.\n")
-    sweep_md = "\n\n".join([
-        f"Sweep ({sweep_rounds} interleaved round(s) each; same setting as the main table). The best setting of "
-        "each method is the one with the fastest round.",
-        sweep_table({k: v for k, v in sweep.items() if k.startswith("captum")}, "Captum"),
-        sweep_table({k: v for k, v in sweep.items() if k.startswith("gradsal")}, "gradsal"),
-        sweep_table({k: v for k, v in sweep.items() if k.startswith("floor")}, "floor"),
-    ]) + "\n"
-    (out / f"{name}_sweep.md").write_text(sweep_md)
-    (out / f"{name}.json").write_text(json.dumps(
-        {"environment": env, "n_samples": N_SAMPLES, "noise_level": NOISE_LEVEL, "photo": PHOTO,
-         "rows": unique_rows, "final": final, "sweep": sweep, "memory": mem, "summary": summary},
-        indent=1, default=str) + "\n")
-    log(f"wrote {out / (name + '.md')}, {out / (name + '_sweep.md')}, {out / (name + '.json')}")
+    data = {"environment": env, "n_samples": N_SAMPLES, "noise_level": NOISE_LEVEL, "photo": PHOTO,
+            "rows": unique_rows, "final": final, "sweep": sweep, "memory": mem,
+            "best": {"captum": captum_best, "gradsal": gradsal_best, "floor_plain": floor_plain,
+                     "floor_folded": floor_folded}}
+    md = render(out, device, data)
+    log(f"wrote {out / (device + '.md')}, {out / (device + '_sweep.md')}, {out / (device + '.json')}")
     print(md)
     if not (args.quick or args.no_alternatives):
         # What was tried and left out, in a fresh process (torch.compile changes global state).
