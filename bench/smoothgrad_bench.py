@@ -56,6 +56,7 @@ import torch
 
 import gradsal
 from gradsal import fastpath
+from gradsal.gradients import _chunk_sizes
 
 N_SAMPLES = 50
 NOISE_LEVEL = 0.15
@@ -164,10 +165,8 @@ def make_floor(ctx: Context, graph: str, arrangement: str, batch: int):
     else:
         model, fmt = ctx.model, torch.contiguous_format
     gen = torch.Generator(device="cpu").manual_seed(SEED)
-    sizes = [min(batch, N_SAMPLES - s) for s in range(0, N_SAMPLES, batch)]
-    if arrangement == "workers" and len(sizes) % 2:  # an even number of chunks, so neither worker idles
-        n_chunks = min(N_SAMPLES, len(sizes) + 1)
-        sizes = [N_SAMPLES // n_chunks + (i < N_SAMPLES % n_chunks) for i in range(n_chunks)]
+    # The same chunks as gradsal (with workers: an even number, so neither idles at the end).
+    sizes = _chunk_sizes(N_SAMPLES, batch, 2 if arrangement == "workers" else 1)
     chunks = [
         (ctx.x[None] + ctx.sigma * torch.randn((n, *ctx.x.shape), generator=gen).to(ctx.device)).contiguous(memory_format=fmt)
         for n in sizes

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .gradients import _eval_mode, _forward, _generator, _resolve_targets
+from .gradients import _device_of, _eval_mode, _forward, _generator, _resolve_targets
 from .maps import normalize, rank_correlation
 
 __all__ = [
@@ -482,19 +482,19 @@ def perturbation_curves(
         return img * (1 - mask) + base * mask if kind == "deletion" else base * (1 - mask) + img * mask
 
     with _eval_mode(model), torch.no_grad():
-        device = next((t.device for t in model.parameters()), x.device)
+        device = _device_of(model, x.device)
 
-        def scores_of(batch: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-            logits = _forward(model, batch.to(device))
+        def scores_of(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
             out = logits.softmax(dim=1) if score == "probability" else logits
             return out[:, cls].detach().cpu().double()
 
         ends = _forward(model, torch.stack([img, base]).to(device))
         cls = _resolve_targets(target, ends[:1])[0]
-        end_scores = (ends.softmax(dim=1) if score == "probability" else ends)[:, cls].detach().cpu().double()
+        end_scores = scores_of(ends, cls)
         done: list[torch.Tensor] = []
         for start in range(0, len(jobs), batch_size):
-            done.append(scores_of(torch.stack([build(j) for j in jobs[start : start + batch_size]]), cls))
+            batch = torch.stack([build(j) for j in jobs[start : start + batch_size]])
+            done.append(scores_of(_forward(model, batch.to(device)), cls))
     flat = torch.cat(done).numpy() if done else np.zeros(0)
     looked_up = dict(zip(jobs, flat))
     x_score, base_score = float(end_scores[0]), float(end_scores[1])

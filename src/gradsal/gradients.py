@@ -311,13 +311,21 @@ class _Engine:
             return _logit_gradient(self.model, xb, targets)
 
 
-def _fast_candidate(folded: fastpath.FoldedGraph, xb: torch.Tensor):
-    """``(rewritten module, channels_last, its logits on xb)`` (see :func:`_smoothgrad_run`)."""
+def _checked_rewrite(model: nn.Module, folded: fastpath.FoldedGraph, xb: torch.Tensor) -> nn.Module | None:
+    """The rewritten graph with weights folded from ``model``'s parameters, or None if
+    its logits on ``xb`` differ from the model's (checked once per kind of input)."""
     cpu = xb.device.type == "cpu"
+    key = (tuple(xb.shape), xb.dtype, xb.device)
     with folded.lock, torch.no_grad():
         fast = folded.module(channels_last=cpu)
-        fmt = torch.channels_last if cpu else torch.contiguous_format
-        return fast, cpu, fast(xb.contiguous(memory_format=fmt))
+        if key not in folded.verified:
+            expected = _forward(model, xb)
+            got = fast(xb.contiguous(memory_format=torch.channels_last) if cpu else xb)
+            tol = 1e-3 * (1.0 + float(expected.abs().max()))
+            if got.shape != expected.shape or float((got.float() - expected.float()).abs().max()) > tol:
+                return None
+            folded.mark_verified(key)
+    return fast
 
 
 @contextlib.contextmanager
@@ -330,19 +338,24 @@ def _smoothgrad_run(
     ``"float32"`` runs ``model`` as given. ``"auto"`` and ``"bfloat16"`` run the
     rewritten graph of a convolutional network (:mod:`gradsal.fastpath`) once its
     logits on the clean input match the model's (checked once per traced graph
-    and kind of input: a fold is exact whatever the weights); ``"bfloat16"`` adds bfloat16
-    autocast. On the CPU torch's threads are split among up to
-    :data:`MAX_CPU_WORKERS` worker threads for the whole run (the clean forward
-    passes included: a pass with more threads than free cores is very slow on a
-    busy machine), then restored.
+    and kind of input: a fold is exact whatever the weights); ``"bfloat16"`` adds
+    bfloat16 autocast. On the CPU torch's threads are split among up to
+    :data:`MAX_CPU_WORKERS` worker threads for the noisy passes, then restored.
     """
-    xb, added = _as_batch(x, batched)
-    xb = xb.detach().to(_device_of(model, xb.device))
+    xb, added, targets = _prepare(model, x, target, batched)
     engine = _Engine(model)
     cpu = xb.device.type == "cpu"
+    if precision == "bfloat16":
+        engine.autocast = torch.bfloat16
     with contextlib.ExitStack() as stack:
         if cpu:
             stack.enter_context(_RUN_LOCK)
+        # Tracing patches torch.nn.Module globally: it runs before any worker starts.
+        folded = fastpath.fold_for_gradients(model) if precision != "float32" and xb.ndim == 4 else None
+        fast = _checked_rewrite(model, folded, xb) if folded else None
+        if fast is not None:
+            engine.model, engine.channels_last = fast, cpu
+        if cpu:
             total = torch.get_num_threads()
             n_chunks = xb.shape[0] * len(_chunk_sizes(n_samples, batch_size, min(MAX_CPU_WORKERS, total)))
             engine.workers = max(1, min(MAX_CPU_WORKERS, total, n_chunks))
@@ -350,29 +363,6 @@ def _smoothgrad_run(
             stack.enter_context(_intra_op_threads(engine.threads))
             if engine.workers > 1:
                 engine.pool = _worker_pool(engine.workers, engine.threads)
-        # Tracing patches torch.nn.Module globally, so it runs here, before any worker
-        # starts; then the rewritten graph's check pass runs on a worker while this
-        # thread runs the model as given.
-        folded = fastpath.fold_for_gradients(model) if precision != "float32" and xb.ndim == 4 else None
-        check_key = (tuple(xb.shape), xb.dtype, xb.device)
-        if folded and check_key in folded.verified:
-            # This rewrite already matched the model on such inputs: use it unchecked.
-            with folded.lock:
-                engine.model, engine.channels_last = folded.module(channels_last=cpu), cpu
-            folded = None
-        candidate = engine.pool.submit(_fast_candidate, folded, xb) if engine.pool and folded else None
-        with torch.no_grad():
-            logits = _forward(model, xb)
-        targets = _resolve_targets(target, logits)
-        found = candidate.result() if candidate is not None else folded and _fast_candidate(folded, xb)
-        if found:
-            fast, channels_last, check = found
-            tol = 1e-3 * (1.0 + float(logits.abs().max()))
-            if check.shape == logits.shape and float((check.float() - logits.float()).abs().max()) <= tol:
-                engine.model, engine.channels_last = fast, channels_last
-                folded.mark_verified(check_key)
-        if precision == "bfloat16":
-            engine.autocast = torch.bfloat16
         yield xb, added, targets, engine
 
 
