@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +22,13 @@ from pathlib import Path
 import torch
 
 import gradsal
-from gradsal import fastpath
+from gradsal.engine import fold_for_gradients, native_bfloat16
+
+if __package__ in (None, ""):  # run as `python bench/alternatives.py`: make the package `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.configurations import SEED
+from bench.timing import Context
 
 BATCH = 3  # copies per pass, gradsal's default
 ROUNDS = 5
@@ -49,17 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[alternatives {time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    model = gradsal.load_model().to(device)
-    x = gradsal.load_image("cat").to(device)
-    target = int(model(x[None]).argmax())
+    # The benchmark's setting: the model, the cat photo, its predicted class, noise level 0.15.
+    ctx = Context(str(device))
+    model, x, target, sigma, sync = ctx.model, ctx.x, ctx.target, ctx.sigma, ctx.sync
     fmt = torch.channels_last if cpu else torch.contiguous_format
-    graph = fastpath.fold_for_gradients(model).module(channels_last=cpu)
-    gen = torch.Generator().manual_seed(0)
-    sigma = 0.15 * float(x.max() - x.min())
+    graph = fold_for_gradients(model).module(channels_last=cpu)
+    gen = torch.Generator().manual_seed(SEED)
     xb = (x[None] + sigma * torch.randn((BATCH, *x.shape), generator=gen).to(device)).contiguous(memory_format=fmt)
     # One thread per pass, as each of gradsal's two CPU workers runs it.
     threads = torch.get_num_threads()
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"noise: {noise_ms:.2f} ms per copy")
 
     # bfloat16 autocast
-    log(f"bfloat16 autocast (native bfloat16: {fastpath.native_bfloat16()})")
+    log(f"bfloat16 autocast (native bfloat16: {native_bfloat16()})")
     gradient(graph, torch.bfloat16)
     times = {"float32": [], "bfloat16": []}
     for _ in range(3):
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Forward + input gradient of gradsal's rewritten graph, batch {BATCH}, "
         f"{torch.get_num_threads() // 2 if cpu else 'all'} thread(s) per pass, medians of interleaved runs; "
-        f"{device.type}, torch {torch.__version__}, native bfloat16: {fastpath.native_bfloat16()}, "
+        f"{device.type}, torch {torch.__version__}, native bfloat16: {native_bfloat16()}, "
         f"compilation: {compile_note}. Drawing one copy's noise (3 x 224 x 224 Gaussian numbers from a "
         f"`torch.Generator`, as gradsal does) took {noise_ms:.2f} ms, {noise_ms / f32:.1%} of a float32 eager "
         "copy. Produced by `python bench/alternatives.py`.",

@@ -26,7 +26,7 @@ def test_smoothgrad_abs_agrees_with_noise_tunnel_within_sampling_error(tiny_cnn,
     noise_level, n = 0.2, 3000
     sigma = noise_level * float(x.max() - x.min())  # Captum's stdevs is absolute: give it our sigma
     kw = dict(target=1, n_samples=n, noise_level=noise_level, batch_size=1000)
-    pool = gradsal.noisy_gradients(tiny_cnn, x[0], generator=0, **kw)
+    pool = gradsal.noisy_attributions(tiny_cnn, x[0], generator=0, **kw)
     ours = gradsal.smoothgrad(tiny_cnn, x[0], generator=0, **kw)
     torch.manual_seed(123)  # Captum draws from the global generator
     nt = captum_attr.NoiseTunnel(captum_attr.Saliency(tiny_cnn))
@@ -44,7 +44,7 @@ def test_captum_vargrad_with_default_saliency_is_variance_of_abs(tiny_cnn, image
     x = image_batch[:1]
     n, noise_level = 2000, 0.3
     sigma = noise_level * float(x.max() - x.min())
-    pool = gradsal.noisy_gradients(tiny_cnn, x[0], 2, n_samples=n, noise_level=noise_level, generator=1, batch_size=1000)
+    pool = gradsal.noisy_attributions(tiny_cnn, x[0], 2, n_samples=n, noise_level=noise_level, generator=1, batch_size=1000)
     torch.manual_seed(5)
     nt = captum_attr.NoiseTunnel(captum_attr.Saliency(tiny_cnn))
     theirs = nt.attribute(x, nt_type="vargrad", nt_samples=n, nt_samples_batch_size=1000, stdevs=sigma, target=2)[0]

@@ -1,4 +1,4 @@
-"""Every bad input listed in DESIGN.md gets a clear error that says what was expected."""
+"""Every bad input gets a clear error that says what was expected (chapter 01, The Vanilla Gradient: the contract)."""
 
 from __future__ import annotations
 

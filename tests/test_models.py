@@ -1,4 +1,4 @@
-"""The offline EfficientNet-Lite0, class names, and the optional torchvision models."""
+"""The offline EfficientNet-Lite0, class names, the optional torchvision models, and the stages of an EfficientNet (chapter 00, Setup; chapter 05, Sanity Checks)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import urllib.error
 
 import pytest
 import torch
+from toy_models import TinyEfficientNet
+from torch import nn
 
 import gradsal
 from gradsal import models
@@ -83,3 +85,33 @@ def test_torchvision_weights_offline_fail_fast_with_the_default_named(monkeypatc
 
 def test_available_models_lists_the_default_first():
     assert gradsal.available_models()[0] == models.DEFAULT_MODEL == "efficientnet_lite0"
+
+
+# ---------------------------------------------------------------------------
+# the stages of an EfficientNet (the steps of chapter 05's cascading randomisation)
+
+
+def test_efficientnet_stages_order_and_grouping() -> None:
+    net = TinyEfficientNet()
+    wrapped = nn.Sequential(nn.Identity(), net)
+    by_stage = models.efficientnet_stages(wrapped)
+    labels = [label for label, _ in by_stage]
+    # output widths 4,6,6,8,8 -> groups [0], [1,2], [3,4], visited last first
+    assert labels == ["fc", "head", "blocks 3-4", "blocks 1-2", "block 0", "stem"]
+    assert by_stage[0][1] == ("1._fc",)
+    assert by_stage[1][1] == ("1._conv_head", "1._bn1")
+    assert by_stage[-1][1] == ("1._conv_stem", "1._bn0")
+    by_block = models.efficientnet_stages(net, by="block")
+    assert [label for label, _ in by_block][2:-1] == ["block 4", "block 3", "block 2", "block 1", "block 0"]
+    with pytest.raises(ValueError, match="no EfficientNet"):
+        models.efficientnet_stages(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="by must be"):
+        models.efficientnet_stages(net, by="layer")
+
+
+def test_lite0_has_seven_stages(lite0):
+    stages = models.efficientnet_stages(lite0)
+    assert [label for label, _ in stages][:2] == ["fc", "head"] and stages[-1][0] == "stem"
+    assert len(stages) == 7 + 3
+    blocks = [name for _, names in stages[2:-1] for name in names]
+    assert len(blocks) == len(models.efficientnet_stages(lite0, by="block")) - 3 == len(set(blocks))

@@ -43,6 +43,6 @@ def test_auto_precision_ranks_pixels_like_float32(lite0, reference, name):
 
 def test_pool_and_map_use_the_same_fast_path(lite0, reference):
     x, seed, _ = reference["cat"]
-    pool = gradsal.noisy_gradients(lite0, x, n_samples=4, generator=seed)
+    pool = gradsal.noisy_attributions(lite0, x, n_samples=4, generator=seed)
     direct = gradsal.smoothgrad(lite0, x, n_samples=4, generator=seed)
     torch.testing.assert_close(gradsal.smoothgrad_from_samples(pool, "abs"), direct, atol=1e-7, rtol=1e-5)

@@ -11,8 +11,15 @@ CALLS = {
     "vanilla": lambda m, x: gradsal.vanilla_gradient(m, x),
     "gxi": lambda m, x: gradsal.gradient_x_input(m, x, 1),
     "smoothgrad": lambda m, x: gradsal.smoothgrad(m, x, n_samples=4, generator=0),
-    "pool": lambda m, x: gradsal.noisy_gradients(m, x, 0, n_samples=3, generator=0),
+    "pool": lambda m, x: gradsal.noisy_attributions(m, x, 0, n_samples=3, generator=0),
+    "smoothgrad of gxi": lambda m, x: gradsal.smoothgrad(m, x, method=gradsal.gradient_x_input, n_samples=3),
+    "sample pool": lambda m, x: gradsal.SamplePool(m, x[0], noise_level=0.1).draw(3),
     "top_k": lambda m, x: gradsal.top_k(m, x, 2),
+    "integrated gradients": lambda m, x: gradsal.integrated_gradients(m, x, 1, n_steps=4, return_delta=True),
+    "guided backprop": lambda m, x: gradsal.guided_backprop(m, x, 1),
+    "grad-cam": lambda m, x: gradsal.grad_cam(m, x, 1),
+    "guided grad-cam": lambda m, x: gradsal.guided_grad_cam(m, x, 1, layer=m.features[3]),
+    "smoothgrad of ig": lambda m, x: gradsal.smoothgrad(m, x, method=gradsal.integrated_gradients, n_samples=2),
 }
 
 

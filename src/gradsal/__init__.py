@@ -1,23 +1,34 @@
 """gradsal: gradient saliency maps for the saliency book.
 
 The chapters of the book (report/) derive and demonstrate every function here:
-00-Setup (models, photos), 01-VanillaGradient (gradients, channel reductions,
-normalisation), 02-SmoothGradIntro and 04-TaylorVarianceProofs (SmoothGrad).
+Setup (models, photos), chapter 01 The Vanilla Gradient (gradients, channel
+reductions, normalisation), chapter 02 SmoothGrad and chapter 04 What
+SmoothGrad Estimates (SmoothGrad over any method). The layers, from the ground
+up: :mod:`~gradsal.core` (the shared contract), :mod:`~gradsal.models` and
+:mod:`~gradsal.images`, :mod:`~gradsal.engine` (runs any method over batches),
+:mod:`~gradsal.methods` (one file per method), :mod:`~gradsal.maps`,
+:mod:`~gradsal.metrics`, :mod:`~gradsal.analysis`, :mod:`~gradsal.toydata`,
+:mod:`~gradsal.plots` and :mod:`~gradsal.widgets`.
 """
 
 import importlib
 
-from .gradients import (
-    DEFAULT_BATCH_SIZE,
+from .engine import DEFAULT_BATCH_SIZE
+from .images import PHOTOS, load_image, photo_names, to_numpy_image
+from .maps import REDUCTIONS, normalize, rank_correlation, reduce_channels
+from .methods import (
     SMOOTHGRAD_MODES,
+    SamplePool,
+    grad_cam,
     gradient_x_input,
-    noisy_gradients,
+    guided_backprop,
+    guided_grad_cam,
+    integrated_gradients,
+    noisy_attributions,
     smoothgrad,
     smoothgrad_from_samples,
     vanilla_gradient,
 )
-from .images import PHOTOS, load_image, photo_names, to_numpy_image
-from .maps import REDUCTIONS, normalize, rank_correlation, reduce_channels
 from .models import DEFAULT_MODEL, PixelNormalize, available_models, categories, load_model, top_k
 
 __version__ = "0.1.0"
@@ -25,7 +36,6 @@ __version__ = "0.1.0"
 # The book's repository: the Colab bootstrap cell of every chapter installs gradsal
 # from here, and _config.yml's repository.url repeats it (a test keeps them equal).
 REPOSITORY_URL = "https://github.com/y-oth/dst_assessment2"
-
 
 
 def __getattr__(name: str):
@@ -48,12 +58,17 @@ __all__ = [
     "REPOSITORY_URL",
     "SMOOTHGRAD_MODES",
     "PixelNormalize",
+    "SamplePool",
     "available_models",
     "categories",
+    "grad_cam",
     "gradient_x_input",
+    "guided_backprop",
+    "guided_grad_cam",
+    "integrated_gradients",
     "load_image",
     "load_model",
-    "noisy_gradients",
+    "noisy_attributions",
     "normalize",
     "photo_names",
     "plots",

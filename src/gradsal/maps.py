@@ -1,14 +1,17 @@
-"""From a (C, H, W) gradient to a displayable (H, W) saliency map (chapter 01).
+"""From a (C, H, W) gradient to a displayable (H, W) saliency map (chapter 01, The Vanilla Gradient).
 
 Channel reductions collapse the colour channels k in {R, G, B} (not the classes),
-normalisation maps to [0, 1] for display, and the rank correlation compares two
-maps the way the sanity-check literature does.
+normalisation maps to [0, 1] for display, and :func:`rank_correlation` is the
+package's one Spearman correlation, which every comparison of maps uses
+(Adebayo et al., 2018 compare maps the same way).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .core import to_numpy
 
 __all__ = ["REDUCTIONS", "normalize", "rank_correlation", "reduce_channels"]
 
@@ -66,7 +69,7 @@ def normalize(
     if clip_percentile is not None:
         if not 0 < clip_percentile <= 100:
             raise ValueError(f"clip_percentile must be in (0, 100]; got {clip_percentile}")
-        upper = np.percentile(s.cpu().double().numpy(), clip_percentile, axis=dims, keepdims=True)
+        upper = np.percentile(to_numpy(s), clip_percentile, axis=dims, keepdims=True)
         s = torch.minimum(s, torch.as_tensor(upper, dtype=s.dtype, device=s.device))
     lo = s.amin(dim=dims, keepdim=True)
     hi = s.amax(dim=dims, keepdim=True)
@@ -79,12 +82,12 @@ def rank_correlation(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray)
     """Spearman rank correlation between two maps of the same shape.
 
     Ties get their average rank. It compares the ordering of pixels only, so it
-    is unchanged by any increasing rescaling of either map (chapters 01, 02, 05).
+    is unchanged by any increasing rescaling of either map (chapter 01, The
+    Vanilla Gradient; chapter 05, Sanity Checks; Spearman, 1904).
     """
     from scipy.stats import spearmanr
 
-    a_np = a.detach().cpu().double().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, dtype=float)
-    b_np = b.detach().cpu().double().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, dtype=float)
+    a_np, b_np = to_numpy(a, "a"), to_numpy(b, "b")
     if a_np.shape != b_np.shape:
         raise ValueError(f"maps must have the same shape; got {a_np.shape} and {b_np.shape}")
     if a_np.size < 2:

@@ -2,7 +2,7 @@
 
 Every model handed out here does its own normalisation as its first layer, so
 gradients are always taken with respect to the [0, 1] pixels that the chapters'
-mathematics is written in (DESIGN.md, decision 1).
+mathematics is written in (chapter 00, Setup: "Pixel space").
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from .core import as_batch, device_of, eval_mode
+
 __all__ = [
     "DEFAULT_MODEL",
     "PixelNormalize",
     "available_models",
     "categories",
+    "efficientnet_stages",
     "load_model",
     "top_k",
 ]
@@ -132,6 +135,56 @@ def _torchvision_model(key: str, pretrained: bool) -> nn.Module:
     return nn.Sequential(norm, net)
 
 
+def _efficientnet_prefix(model: nn.Module) -> tuple[str, nn.Module]:
+    for name, module in model.named_modules():
+        if all(hasattr(module, a) for a in ("_conv_stem", "_bn0", "_blocks", "_conv_head", "_bn1", "_fc")):
+            return (name + "." if name else ""), module
+    raise ValueError(
+        "no EfficientNet found inside the model (a module with _conv_stem, _blocks, _conv_head and _fc); "
+        "for other architectures, pass cascading_randomization a list of (label, [submodule names]) stages"
+    )
+
+
+def efficientnet_stages(model: nn.Module, *, by: str = "stage") -> list[tuple[str, tuple[str, ...]]]:
+    """The stages of an EfficientNet, from the top of the network down.
+
+    Returns ``(label, submodule names)`` pairs, in the order in which the cascading
+    randomisation of chapter 05, Sanity Checks (Adebayo et al., 2018;
+    :func:`gradsal.metrics.cascading_randomization`) re-initialises them: the
+    classifier ``_fc``, the head (``_conv_head`` and ``_bn1``), the MBConv blocks
+    from last to first, and the stem (``_conv_stem`` and ``_bn0``). With
+    ``by="block"`` every block is its own step; with ``by="stage"`` consecutive
+    blocks with the same output width (the architecture's stages, Tan and Le,
+    2019; 7 for EfficientNet-Lite0) form one step. Names are those of
+    ``model.named_modules()``, so the EfficientNet may sit inside a wrapper such
+    as :func:`load_model`'s ``Sequential``.
+    """
+    if by not in ("stage", "block"):
+        raise ValueError(f"by must be 'stage' or 'block'; got {by!r}")
+    prefix, net = _efficientnet_prefix(model)
+    n = len(net._blocks)
+    if by == "block":
+        groups = [[i] for i in range(n)]
+    else:
+        groups = []
+        width = None
+        for i, block in enumerate(net._blocks):
+            out = block._project_conv.out_channels
+            if out != width:
+                groups.append([])
+                width = out
+            groups[-1].append(i)
+    steps: list[tuple[str, tuple[str, ...]]] = [
+        ("fc", (f"{prefix}_fc",)),
+        ("head", (f"{prefix}_conv_head", f"{prefix}_bn1")),
+    ]
+    for group in reversed(groups):
+        label = f"block {group[0]}" if len(group) == 1 else f"blocks {group[0]}-{group[-1]}"
+        steps.append((label, tuple(f"{prefix}_blocks.{i}" for i in reversed(group))))
+    steps.append(("stem", (f"{prefix}_conv_stem", f"{prefix}_bn0")))
+    return steps
+
+
 @lru_cache(maxsize=1)
 def _categories() -> tuple[str, ...]:
     from torchvision.models import MobileNet_V2_Weights
@@ -152,12 +205,10 @@ def top_k(model: nn.Module, x: torch.Tensor, k: int = 5) -> list[list[tuple[str,
     of ``(class name, probability)`` pairs per image. The model's train/eval mode
     is left as it was. See chapter 00-Setup.
     """
-    from .gradients import _as_batch, _device_of, _eval_mode  # one place for input checks
-
-    xb, _ = _as_batch(x, batched=None)
+    xb, _ = as_batch(x, batched=None)
     names = _categories()
-    with _eval_mode(model):
-        logits = model(xb.to(_device_of(model, xb.device)))
+    with eval_mode(model):
+        logits = model(xb.to(device_of(model, xb.device)))
     if not 1 <= k <= logits.shape[1]:
         raise ValueError(f"k must be between 1 and {logits.shape[1]}; got {k}")
     probs, idx = logits.softmax(dim=1).topk(k, dim=1)

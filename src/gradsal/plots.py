@@ -17,6 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+from .core import to_numpy
+
 __all__ = [
     "image_map_overlay",
     "map_grid",
@@ -30,14 +32,8 @@ __all__ = [
 ArrayLike = torch.Tensor | np.ndarray
 
 
-def _np(a: ArrayLike) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return a.detach().float().cpu().numpy()
-    return np.asarray(a, dtype=float)
-
-
 def _image(image: ArrayLike) -> np.ndarray:
-    arr = _np(image)
+    arr = to_numpy(image, "image")
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = arr.transpose(1, 2, 0)
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -46,7 +42,7 @@ def _image(image: ArrayLike) -> np.ndarray:
 
 
 def _map(s: ArrayLike) -> np.ndarray:
-    arr = _np(s)
+    arr = to_numpy(s, "map")
     if arr.ndim != 2:
         raise ValueError(f"a map must have shape (H, W); got {arr.shape} (reduce channels first)")
     return arr

@@ -87,7 +87,7 @@ def test_signed_smoothgrad_of_cubic_pins_down_sigma(cubic_model):
     noise_level, n = 0.2, 4000
     sigma = noise_level * float(x.max() - x.min())
     a = cubic_model.a.detach()[1].view(3, 4, 4)
-    pool = gradsal.noisy_gradients(cubic_model, x, target=1, n_samples=n, noise_level=noise_level,
+    pool = gradsal.noisy_attributions(cubic_model, x, target=1, n_samples=n, noise_level=noise_level,
                                    generator=4, batch_size=1000)
     sg = gradsal.smoothgrad(cubic_model, x, target=1, n_samples=n, noise_level=noise_level,
                             mode="signed", generator=4, batch_size=1000)
@@ -121,7 +121,7 @@ def test_square_equals_signed_squared_plus_vargrad_on_the_same_draws(tiny_cnn, i
 
 def test_modes_agree_with_the_pool_of_individual_gradients(tiny_cnn, image_batch):
     kw = dict(target=0, n_samples=10, noise_level=0.2, generator=3)
-    pool = gradsal.noisy_gradients(tiny_cnn, image_batch, **kw)
+    pool = gradsal.noisy_attributions(tiny_cnn, image_batch, **kw)
     assert pool.shape == (3, 10, 3, 8, 8)
     for mode in gradsal.SMOOTHGRAD_MODES:
         direct = gradsal.smoothgrad(tiny_cnn, image_batch, mode=mode, **kw)
@@ -140,7 +140,7 @@ def test_noise_sigma_is_a_fraction_of_each_images_range(linear_model):
     x = torch.zeros(2, 1, 40, 40, dtype=torch.float64)
     x[0, 0, 0, 0] = 1.0  # range 1
     x[1, 0, 0, 0] = 4.0  # range 4
-    pool = gradsal.noisy_gradients(Square(), x, target=0, n_samples=50, noise_level=0.1, generator=0)
+    pool = gradsal.noisy_attributions(Square(), x, target=0, n_samples=50, noise_level=0.1, generator=0)
     noise = pool / 2 - x[:, None]
     assert abs(float(noise[0].std()) - 0.1) < 0.005
     assert abs(float(noise[1].std()) - 0.4) < 0.02
@@ -195,3 +195,140 @@ def test_progress_bar_is_optional(tiny_cnn, image_batch, capsys):
     a = gradsal.smoothgrad(tiny_cnn, image_batch[0], n_samples=4, generator=0, progress=True)
     b = gradsal.smoothgrad(tiny_cnn, image_batch[0], n_samples=4, generator=0)
     torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------
+# SmoothGrad over any method (chapter 02, SmoothGrad; Captum's NoiseTunnel)
+
+
+def test_smoothgrad_of_gradient_x_input_on_a_cubic_is_3a_x3_plus_3x_sigma2(cubic_model):
+    # f_c = sum a x^3, so x * grad f_c = 3 a x^3 and E[3 a (x+e)^3] = 3 a (x^3 + 3 x sigma^2).
+    x = torch.linspace(-1.0, 1.0, 48, dtype=torch.float64).view(3, 4, 4)
+    noise_level, n = 0.2, 4000
+    sigma = noise_level * float(x.max() - x.min())
+    pool = gradsal.noisy_attributions(
+        cubic_model, x, target=1, method=gradsal.gradient_x_input, n_samples=n, noise_level=noise_level, generator=7
+    )
+    a = cubic_model.a.detach()[1].view(3, 4, 4)
+    expected = 3 * a * (x**3 + 3 * x * sigma**2)
+    signed = gradsal.smoothgrad(
+        cubic_model, x, 1, method=gradsal.gradient_x_input, n_samples=n, noise_level=noise_level,
+        mode="signed", generator=7,
+    )
+    torch.testing.assert_close(signed, pool.mean(0))
+    # Monte Carlo error: within 5 standard errors entry by entry.
+    stderr = pool.std(0) / math.sqrt(n)
+    assert bool(((signed - expected).abs() <= 5 * stderr + 1e-12).all())
+    # and the plain gradient would give 3 a (x^2 + sigma^2), a different map
+    plain = gradsal.smoothgrad(cubic_model, x, 1, n_samples=n, noise_level=noise_level, mode="signed", generator=7)
+    assert not torch.allclose(plain, expected, atol=1e-2)
+
+
+def test_method_none_is_the_vanilla_gradient_bit_for_bit(tiny_cnn, image_batch):
+    kw = dict(target=1, n_samples=5, noise_level=0.2, generator=3)
+    assert torch.equal(
+        gradsal.smoothgrad(tiny_cnn, image_batch, **kw),
+        gradsal.smoothgrad(tiny_cnn, image_batch, method=gradsal.vanilla_gradient, **kw),
+    )
+
+
+def test_any_callable_and_partials_are_smoothed_on_the_same_draws(tiny_cnn, image_batch):
+    import functools
+
+    x = image_batch[0]
+    kw = dict(n_samples=6, noise_level=0.3, generator=4, mode="signed")
+    gxi = gradsal.smoothgrad(tiny_cnn, x, 2, method=gradsal.gradient_x_input, **kw)
+
+    def mine(model, xb, targets):  # any f(model, x_batch, targets), as a reader writes it
+        return gradsal.vanilla_gradient(model, xb, targets) * xb
+
+    torch.testing.assert_close(gradsal.smoothgrad(tiny_cnn, x, 2, method=mine, **kw), gxi, atol=1e-6, rtol=1e-5)
+    partial = functools.partial(gradsal.gradient_x_input, batched=True)
+    torch.testing.assert_close(gradsal.smoothgrad(tiny_cnn, x, 2, method=partial, **kw), gxi)
+
+
+def test_smoothgrad_of_a_method_does_not_depend_on_the_batch_size(tiny_cnn, image_batch):
+    kw = dict(target=None, method=gradsal.gradient_x_input, n_samples=7, noise_level=0.25, generator=1, mode="var")
+    a = gradsal.smoothgrad(tiny_cnn, image_batch, batch_size=7, **kw)
+    for bs in (1, 3):
+        torch.testing.assert_close(gradsal.smoothgrad(tiny_cnn, image_batch, batch_size=bs, **kw), a, atol=1e-7, rtol=1e-5)
+
+
+def test_a_method_whose_output_has_another_shape_keeps_it(tiny_cnn, image_batch):
+    def channel_sum(model, xb, targets):
+        return gradsal.vanilla_gradient(model, xb, targets).sum(1)  # (B, H, W)
+
+    pool = gradsal.noisy_attributions(tiny_cnn, image_batch, method=channel_sum, n_samples=4, generator=0)
+    assert pool.shape == (3, 4, 8, 8)
+    sg = gradsal.smoothgrad(tiny_cnn, image_batch[0], method=channel_sum, n_samples=4, generator=0, mode="signed")
+    assert sg.shape == (8, 8)
+
+
+def test_bad_methods_get_clear_errors(tiny_cnn, image_batch):
+    import functools
+
+    x = image_batch[0]
+    with pytest.raises(TypeError, match="method must be an attribution function"):
+        gradsal.smoothgrad(tiny_cnn, x, method="gradient", n_samples=2)
+    with pytest.raises(ValueError, match="keyword options only"):
+        gradsal.smoothgrad(tiny_cnn, x, method=functools.partial(gradsal.vanilla_gradient, tiny_cnn), n_samples=2)
+    with pytest.raises(ValueError, match="one attribution per example"):
+        gradsal.smoothgrad(tiny_cnn, x, method=lambda m, xb, t: xb.sum(), n_samples=2)
+
+
+# ---------------------------------------------------------------------------
+# the pool of noisy attributions (chapter 02, SmoothGrad)
+
+
+def test_sample_pool_grows_by_continuing_its_generator(tiny_cnn, image_batch):
+    x = image_batch[1]
+    pool = gradsal.SamplePool(tiny_cnn, x, 3, noise_level=0.2, seed=5)
+    first = pool.draw(3).clone()
+    assert pool.computations == 1 and len(pool) == 3
+    grown = pool.draw(8)
+    assert pool.computations == 2 and len(pool) == 8
+    assert torch.equal(grown[:3], first) and pool.draw(2).shape == (2, 3, 8, 8)
+    assert pool.computations == 2  # a prefix needs no new passes
+    direct = gradsal.noisy_attributions(tiny_cnn, x, 3, n_samples=8, noise_level=0.2, generator=5)
+    torch.testing.assert_close(grown, direct, atol=1e-6, rtol=1e-5)
+    sg = gradsal.smoothgrad(tiny_cnn, x, 3, n_samples=8, noise_level=0.2, generator=5, mode="square")
+    torch.testing.assert_close(pool.smoothgrad(8, "square"), sg, atol=1e-6, rtol=1e-5)
+
+
+def test_sample_pool_of_a_method_and_at_zero_noise(tiny_cnn, image_batch):
+    x = image_batch[0]
+    pool = gradsal.SamplePool(tiny_cnn, x, 1, noise_level=0.0, method=gradsal.gradient_x_input)
+    samples = pool.draw(6)
+    assert samples.shape == (6, 3, 8, 8) and pool.computations == 1
+    torch.testing.assert_close(samples[4], gradsal.gradient_x_input(tiny_cnn, x, 1), atol=1e-6, rtol=1e-5)
+
+
+def test_sample_pool_finds_the_target_in_eval_mode_on_the_models_device(tiny_cnn, image_batch):
+    x = image_batch[2]
+    model = tiny_cnn.train()  # dropout would make a train-mode prediction random
+    with torch.no_grad():
+        expected = int(model.eval()(x[None]).argmax())
+    model.train()
+    pool = gradsal.SamplePool(model, x)
+    assert pool.target == expected and all(m.training for m in model.modules())
+
+    class BufferOnly(torch.nn.Module):  # no parameters: the device comes from a buffer
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.randn(3 * 8 * 8, 4, generator=torch.Generator().manual_seed(0)))
+
+        def forward(self, xb):
+            return xb.flatten(1) @ self.w
+
+    bpool = gradsal.SamplePool(BufferOnly(), x, noise_level=0.1)
+    assert bpool.draw(2).shape == (2, 3, 8, 8)
+
+
+def test_sample_pool_rejects_bad_arguments(tiny_cnn, image_batch):
+    with pytest.raises(ValueError, match="noise_level"):
+        gradsal.SamplePool(tiny_cnn, image_batch[0], noise_level=-0.1)
+    with pytest.raises(TypeError, match="method"):
+        gradsal.SamplePool(tiny_cnn, image_batch[0], method=3)
+    pool = gradsal.SamplePool(tiny_cnn, image_batch[0])
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        pool.draw(0)

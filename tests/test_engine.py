@@ -1,4 +1,4 @@
-"""gradsal.fastpath: the rewritten graph computes the model's function, and the
+"""gradsal.engine (the runner and its folded fast path): the rewritten graph computes the model's function, and the
 fast SmoothGrad path stays exact, side-effect free and up to date with the model."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradsal
-from gradsal import fastpath
+from gradsal.engine import fastpath
 
 
 class PaddedConv(nn.Conv2d):
@@ -115,7 +115,7 @@ def test_precision_is_checked_and_threads_are_restored(tiny_cnn, image_batch):
     with pytest.raises(ValueError, match="precision must be one of"):
         gradsal.smoothgrad(tiny_cnn, image_batch[0], n_samples=2, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
-        gradsal.noisy_gradients(tiny_cnn, image_batch[0], n_samples=2, precision="half")
+        gradsal.noisy_attributions(tiny_cnn, image_batch[0], n_samples=2, precision="half")
     before = torch.get_num_threads()
     gradsal.smoothgrad(tiny_cnn, image_batch, n_samples=12, batch_size=2, generator=0)
     assert torch.get_num_threads() == before
@@ -142,8 +142,48 @@ def test_bfloat16_on_a_tiny_convnet_keeps_the_ranking(tiny_cnn, image_batch):
     assert gradsal.rank_correlation(low, ref) > 0.95
 
 
-def test_native_bfloat16_is_a_bool():
-    assert isinstance(fastpath.native_bfloat16(), bool)
+def test_native_bfloat16_follows_the_cpu_probes(monkeypatch):
+    def probe(value):
+        def answer():
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+        return answer
+
+    for avx, amx, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", probe(avx), raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe(amx), raising=False)
+        assert fastpath.native_bfloat16() is expected
+    # a probe torch cannot answer on this CPU family counts as "not there"; the other still decides
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", probe(RuntimeError("unsupported")), raising=False)
+    assert fastpath.native_bfloat16() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe(False), raising=False)
+    assert fastpath.native_bfloat16() is False
+    # any other failure is a bug and surfaces
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe(TypeError("bug")), raising=False)
+    with pytest.raises(TypeError):
+        fastpath.native_bfloat16()
+
+
+def test_folding_leaves_the_callers_train_mode_alone(tiny_cnn):
+    # fx shares leaf modules (dropout, batch norm, ReLU) with the traced graph.
+    model = tiny_cnn.train()
+    assert fastpath.fold_for_gradients(model) is not None
+    assert all(m.training for m in model.modules())
+    model.head.eval()
+    fastpath.fold_for_gradients(model)
+    assert model.training and model.features.training and not model.head.training
+
+
+def test_chunks_are_at_most_the_batch_size_and_shared_evenly():
+    from gradsal.engine import chunk_sizes
+
+    for n, bs, workers in [(50, 3, 2), (7, 3, 1), (5, 8, 2), (1, 3, 2), (13, 4, 2)]:
+        sizes = chunk_sizes(n, bs, workers)
+        assert sum(sizes) == n and max(sizes) <= bs and max(sizes) - min(sizes) <= 1
+        if workers > 1 and n >= workers:
+            assert len(sizes) % workers == 0
 
 
 def test_an_error_in_a_worker_reaches_the_caller_and_leaves_no_trace():
@@ -183,19 +223,20 @@ def test_memory_is_bounded_by_the_batch_size_not_by_n(tiny_cnn, image_batch, mon
     """At most a few chunks of noisy copies are alive at once, however large N is."""
     import weakref
 
-    from gradsal import gradients
+    from gradsal.engine import MAX_CPU_WORKERS
+    from gradsal.methods import smoothing as sg_module
 
-    draw = gradients._noisy_batches
+    draw = sg_module._noisy_batches
     most_alive = []
 
     def tracked(*args, **kwargs):
         alive = weakref.WeakSet()
-        for b, chunk in draw(*args, **kwargs):
+        for b, chunk, targets in draw(*args, **kwargs):
             alive.add(chunk)
             most_alive[-1] = max(most_alive[-1], len(alive))
-            yield b, chunk
+            yield b, chunk, targets
 
-    monkeypatch.setattr(gradients, "_noisy_batches", tracked)
+    monkeypatch.setattr(sg_module, "_noisy_batches", tracked)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # two workers, the CPU arrangement of this machine
@@ -204,5 +245,8 @@ def test_memory_is_bounded_by_the_batch_size_not_by_n(tiny_cnn, image_batch, mon
             gradsal.smoothgrad(tiny_cnn, image_batch[0], n_samples=n, batch_size=2, generator=0)
     finally:
         torch.set_num_threads(threads)
-    # 4 chunks or 40: never more than the workers' chunks, one queued and one being drawn.
-    assert max(most_alive) <= gradients.MAX_CPU_WORKERS + 2
+    # 4 chunks or 40: never more than the workers' chunks, one queued, one being drawn,
+    # and one whose pass has just ended (a worker drops its reference to the input a
+    # moment after handing back the result). The bound does not grow with N.
+    assert max(most_alive) <= MAX_CPU_WORKERS + 3
+    assert most_alive[1] <= MAX_CPU_WORKERS + 3

@@ -1,7 +1,8 @@
-"""Synthetic data with a known answer, tiny models and a training loop (chapter 06).
+"""Data with a known answer, tiny models and a training loop (chapter 06, Beyond Images).
 
-Chapter 06-BeyondImages applies the book's gradient methods, unchanged, to two
-kinds of data where the right explanation is known by construction:
+Chapter 06, Beyond Images, applies the book's gradient methods, unchanged, to
+two kinds of data where the right explanation is known by construction, as
+Ismail et al. (2020) do for time series:
 
 - time series whose label is decided by a short pattern planted at a random
   position (:func:`planted_window_series`), classified by a small 1D CNN
@@ -11,9 +12,10 @@ kinds of data where the right explanation is known by construction:
   that standardises its own input (:class:`Standardize`), as the image models
   normalise their pixels.
 
-It also holds the scores that compare an attribution with the known answer:
-:func:`top_k_hits`, :func:`mass_inside` and :func:`pointing_game`. Everything is
-seeded, runs on a CPU in seconds, and needs no download.
+The scores that compare an attribution with the known answer are
+:mod:`gradsal.metrics.localization`. Everything is seeded (by default with seed
+0, by the package's one rule :func:`gradsal.core.as_generator`), runs on a CPU
+in seconds, and needs no download.
 """
 
 from __future__ import annotations
@@ -24,43 +26,21 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .core import as_generator, check_positive_int, eval_mode
+
 __all__ = [
     "SeriesCNN",
     "Standardize",
     "accuracy",
-    "aligned_profile",
-    "mass_inside",
     "planted_window_series",
-    "pointing_game",
     "tabular_mlp",
     "tabular_rule_data",
-    "top_k_hits",
     "train_classifier",
-    "window_mask",
 ]
-
-
-def _gen(seed: torch.Generator | int | None) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if seed is None or (isinstance(seed, int) and not isinstance(seed, bool)):
-        return torch.Generator().manual_seed(0 if seed is None else seed)
-    raise TypeError(f"generator must be a torch.Generator, an int seed or None; got {type(seed).__name__}")
 
 
 # ---------------------------------------------------------------------------
 # time series with a planted window
-
-
-def window_mask(start: torch.Tensor, width: int, length: int) -> torch.Tensor:
-    """Boolean (B, T) mask that is True on ``start[b] <= t < start[b] + width``.
-
-    The ground truth of chapter 06's localisation scores: the time steps where the
-    pattern that decides the label was planted.
-    """
-    start = torch.as_tensor(start).long().reshape(-1, 1)
-    t = torch.arange(length).reshape(1, -1)
-    return (t >= start) & (t < start + width)
 
 
 def planted_window_series(
@@ -71,7 +51,7 @@ def planted_window_series(
     amplitude: float = 1.5,
     noise: float = 1.0,
     trend: float = 0.0,
-    generator: torch.Generator | int | None = None,
+    generator: torch.Generator | int | None = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Noisy series with one bump (label 1) or one dip (label 0) planted at a random place.
 
@@ -82,11 +62,15 @@ def planted_window_series(
     with sign +1 for label 1 and -1 for label 0, starting at a uniformly random
     step. Returns ``(x, y, start)``: x of shape (n, length), float32; y of shape
     (n,), int64 with balanced classes in random order; start of shape (n,),
-    the first step of each planted window. Chapter 06-BeyondImages.
+    the first step of each planted window (:func:`gradsal.metrics.window_mask`
+    turns it into the answer). ``generator`` is a seed, a ``torch.Generator`` or
+    None for torch's global generator. Chapter 06, Beyond Images.
     """
-    if n < 1 or width < 1 or length < width:
-        raise ValueError(f"need n >= 1 and 1 <= width <= length; got n={n}, width={width}, length={length}")
-    g = _gen(generator)
+    check_positive_int(n, "n")
+    check_positive_int(width, "width")
+    if length < width:
+        raise ValueError(f"need 1 <= width <= length; got width={width}, length={length}")
+    g = as_generator(generator)
     y = torch.randperm(n, generator=g) % 2
     start = torch.randint(0, length - width + 1, (n,), generator=g)
     x = noise * torch.randn(n, length, generator=g)
@@ -109,7 +93,7 @@ class SeriesCNN(nn.Module):
     The max over time makes the network a detector of a pattern anywhere in the
     series, and routes the gradient of a logit to the time steps around each
     channel's strongest response (two layers of kernel k see 2k - 1 steps).
-    Weights are initialised from ``seed``. Chapter 06-BeyondImages.
+    Weights are initialised from ``seed``. Chapter 06, Beyond Images.
     """
 
     def __init__(
@@ -142,7 +126,7 @@ class Standardize(nn.Module):
 
     The tabular counterpart of the image models' pixel normalisation: the model
     takes features in their own units, so gradients are taken in those units.
-    Chapter 06-BeyondImages.
+    Chapter 06, Beyond Images.
     """
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor):
@@ -167,7 +151,7 @@ def tabular_mlp(n_features: int, hidden: Sequence[int] = (32, 32), n_classes: in
 
     With ``n_classes=1`` the single output is read as the log-odds of class 1
     (see :func:`train_classifier`). Weights are initialised from ``seed``. Prepend a :class:`Standardize` layer
-    to feed it raw features. Chapter 06-BeyondImages.
+    to feed it raw features. Chapter 06, Beyond Images.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -187,7 +171,7 @@ def tabular_rule_data(
     quadratic: dict[int, float] | None = None,
     bias: float = 0.0,
     correlated: dict[int, tuple[int, float]] | None = None,
-    generator: torch.Generator | int | None = None,
+    generator: torch.Generator | int | None = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Standard normal features and labels drawn from a known logistic rule.
 
@@ -198,9 +182,10 @@ def tabular_rule_data(
     ``s = bias + sum_j coef[j] z_j + sum_j quadratic[j] (z_j^2 - 1)``:
     linear features act through their coefficient, quadratic ones through their
     size whatever their sign. Returns (z of shape (n, d) float32, y of shape (n,)
-    int64). Chapter 06-BeyondImages.
+    int64). ``generator`` is a seed, a ``torch.Generator`` or None for torch's
+    global generator. Chapter 06, Beyond Images.
     """
-    g = _gen(generator)
+    g = as_generator(generator)
     coef_t = torch.as_tensor(coef, dtype=torch.float32)
     d = coef_t.numel()
     z = torch.randn(n, d, generator=g)
@@ -228,19 +213,20 @@ def train_classifier(
     batch_size: int = 64,
     lr: float = 3e-3,
     weight_decay: float = 0.0,
-    generator: torch.Generator | int | None = None,
+    generator: torch.Generator | int | None = 0,
 ) -> list[float]:
     """Fit ``model`` to (x, y) with Adam and cross-entropy; return the mean loss per epoch.
 
     A model with a single output column is read as a binary classifier whose
     logit is the log-odds of class 1 (binary cross-entropy); otherwise the
     columns are class logits (softmax cross-entropy). Mini-batches are drawn in
-    an order fixed by ``generator``, so with a seeded model the result is
+    an order fixed by ``generator`` (a seed, a ``torch.Generator`` or None for
+    torch's global generator), so with a seeded model the result is
     reproducible. The model is left in eval mode with its parameters trainable.
     Tiny models train fastest with ``torch.set_num_threads(1)``.
-    Chapter 06-BeyondImages.
+    Chapter 06, Beyond Images.
     """
-    g = _gen(generator)
+    g = as_generator(generator)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     ce = nn.CrossEntropyLoss()
     bce = nn.BCEWithLogitsLoss()
@@ -272,81 +258,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of examples classified correctly (model in eval mode).
 
     The prediction is the highest logit, or, for a single-logit model, class 1
-    where the log-odds is positive. Chapter 06-BeyondImages.
+    where the log-odds is positive. Chapter 06, Beyond Images.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         logits = model(x)
-        pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-        return float((pred == y).float().mean())
-    finally:
-        model.train(was_training)
-
-
-# ---------------------------------------------------------------------------
-# scoring an attribution against a known answer
-
-
-def _check_pair(attr: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    attr = torch.as_tensor(attr).detach().float()
-    mask = torch.as_tensor(mask).bool()
-    if mask.ndim == 1:
-        mask = mask.expand_as(attr)
-    if attr.shape != mask.shape or attr.ndim != 2:
-        raise ValueError(f"attr and mask must both have shape (B, T); got {tuple(attr.shape)} and {tuple(mask.shape)}")
-    return attr, mask
-
-
-def top_k_hits(attr: torch.Tensor, mask: torch.Tensor, k: int | None = None) -> torch.Tensor:
-    """Per example, the fraction of the k highest-scoring positions that lie inside ``mask``.
-
-    ``attr`` and ``mask`` have shape (B, T) (a (T,) mask is shared by all rows);
-    ``k`` defaults to the number of True entries of each row's mask, which makes
-    the score the precision at k of the ranking. An attribution drawn at random
-    scores ``k_true / T`` on average. Ties are broken by position. Chapter 06.
-    """
-    attr, mask = _check_pair(attr, mask)
-    ks = mask.sum(1) if k is None else torch.full((attr.shape[0],), int(k))
-    if (ks < 1).any() or (ks > attr.shape[1]).any():
-        raise ValueError("k must be between 1 and the number of positions")
-    order = attr.argsort(dim=1, descending=True, stable=True)
-    inside = mask.gather(1, order).float()
-    rank = torch.arange(attr.shape[1]).reshape(1, -1)
-    return ((rank < ks.reshape(-1, 1)).float() * inside).sum(1) / ks.float()
-
-
-def mass_inside(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per example, the share of the total |attribution| that falls inside ``mask``.
-
-    Compare with the mask's share of the positions, which a flat attribution
-    would score. A row whose attribution is all zero scores 0. Chapter 06.
-    """
-    attr, mask = _check_pair(attr, mask)
-    a = attr.abs()
-    total = a.sum(1)
-    return torch.where(total > 0, (a * mask).sum(1) / total.clamp_min(1e-30), torch.zeros_like(total))
-
-
-def pointing_game(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per example, 1.0 if the single highest-scoring position lies inside ``mask``, else 0.0."""
-    return top_k_hits(attr, mask, k=1)
-
-
-def aligned_profile(attr: torch.Tensor, start: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """Mean attribution at offsets ``-before .. after - 1`` from each example's window start.
-
-    Lines the (B, T) attributions up on their planted windows and averages over
-    the examples that have a value at each offset (windows near the ends of a
-    series contribute to fewer offsets). Returns a tensor of length
-    ``before + after``; entry ``before + d`` is the mean at offset d. Chapter 06.
-    """
-    attr = torch.as_tensor(attr).detach().float()
-    start = torch.as_tensor(start).long().reshape(-1, 1)
-    if attr.ndim != 2 or start.shape[0] != attr.shape[0]:
-        raise ValueError(f"attr must be (B, T) with one start per row; got {tuple(attr.shape)} and {start.shape[0]} starts")
-    offsets = torch.arange(-before, after).reshape(1, -1)
-    pos = start + offsets
-    valid = (pos >= 0) & (pos < attr.shape[1])
-    values = attr.gather(1, pos.clamp(0, attr.shape[1] - 1)) * valid
-    return values.sum(0) / valid.sum(0).clamp_min(1)
+    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    return float((pred == y).float().mean())

@@ -1,4 +1,4 @@
-"""Tests of gradsal.synthetic (chapter 06): data with known answers, tiny models, scores."""
+"""Tests of gradsal.toydata (chapter 06, Beyond Images): data with known answers, tiny models, training."""
 
 import math
 
@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 import gradsal
-from gradsal import synthetic as syn
+from gradsal import toydata
+from gradsal.metrics import window_mask
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -18,11 +19,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_planted_window_series_shapes_labels_and_pattern():
-    x, y, start = syn.planted_window_series(40, length=30, width=5, amplitude=3.0, noise=0.0, generator=0)
+    x, y, start = toydata.planted_window_series(40, length=30, width=5, amplitude=3.0, noise=0.0, generator=0)
     assert x.shape == (40, 30) and x.dtype == torch.float32
     assert y.dtype == torch.long and int(y.sum()) == 20  # balanced
     assert int(start.min()) >= 0 and int(start.max()) <= 30 - 5
-    mask = syn.window_mask(start, 5, 30)
+    mask = window_mask(start, 5, 30)
     # without noise the series is zero outside the window and has the label's sign inside
     assert torch.all(x[~mask] == 0)
     sign = (2 * y - 1).float().reshape(-1, 1)
@@ -32,25 +33,20 @@ def test_planted_window_series_shapes_labels_and_pattern():
 
 
 def test_planted_window_series_is_seeded_and_trend_changes_only_the_background():
-    a = syn.planted_window_series(8, generator=3)
-    b = syn.planted_window_series(8, generator=3)
+    a = toydata.planted_window_series(8, generator=3)
+    b = toydata.planted_window_series(8, generator=3)
     for u, v in zip(a, b):
         assert torch.equal(u, v)
-    x0, y0, s0 = syn.planted_window_series(8, noise=0.0, generator=3)
-    x1, y1, s1 = syn.planted_window_series(8, noise=0.0, trend=2.0, generator=3)
+    x0, y0, s0 = toydata.planted_window_series(8, noise=0.0, generator=3)
+    x1, y1, s1 = toydata.planted_window_series(8, noise=0.0, trend=2.0, generator=3)
     assert torch.equal(y0, y1) and torch.equal(s0, s1)
     assert float((x1 - x0).abs().max()) <= 2.0 + 1e-5 and float((x1 - x0).abs().max()) > 0.5
     with pytest.raises(ValueError):
-        syn.planted_window_series(4, length=5, width=6)
-
-
-def test_window_mask():
-    m = syn.window_mask(torch.tensor([0, 3]), 2, 6)
-    assert m.tolist() == [[True, True, False, False, False, False], [False, False, False, True, True, False]]
+        toydata.planted_window_series(4, length=5, width=6)
 
 
 def test_series_cnn_shapes_and_gradsal_rank_rules():
-    model = syn.SeriesCNN(channels=4, seed=1).eval()
+    model = toydata.SeriesCNN(channels=4, seed=1).eval()
     x = torch.randn(3, 20, generator=torch.Generator().manual_seed(0))
     assert model(x).shape == (3, 2)
     g2 = gradsal.vanilla_gradient(model, x)  # (B, T) is a batch
@@ -61,7 +57,7 @@ def test_series_cnn_shapes_and_gradsal_rank_rules():
     assert torch.allclose(g1, g2[0])
     # the same seed gives the same weights, and the global RNG is untouched
     state = torch.random.get_rng_state()
-    other = syn.SeriesCNN(channels=4, seed=1)
+    other = toydata.SeriesCNN(channels=4, seed=1)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
 
@@ -69,7 +65,7 @@ def test_series_cnn_shapes_and_gradsal_rank_rules():
 def test_series_cnn_gradient_lives_in_the_receptive_field_of_the_max():
     # With a single channel and an identity-like head the logit is one max over
     # time, so its gradient is zero outside the 2k - 1 steps around the argmax.
-    model = syn.SeriesCNN(channels=1, kernel_size=3, n_classes=1, seed=0).eval()
+    model = toydata.SeriesCNN(channels=1, kernel_size=3, n_classes=1, seed=0).eval()
     x = torch.randn(1, 30, generator=torch.Generator().manual_seed(1))
     g = gradsal.vanilla_gradient(model, x)[0]
     nonzero = torch.nonzero(g).flatten()
@@ -82,7 +78,7 @@ def test_series_cnn_gradient_lives_in_the_receptive_field_of_the_max():
 
 def test_tabular_rule_data_follows_the_rule():
     coef = [2.0, 0.0, -1.0]
-    z, y = syn.tabular_rule_data(20000, coef, generator=0)
+    z, y = toydata.tabular_rule_data(20000, coef, generator=0)
     assert z.shape == (20000, 3) and y.dtype == torch.long
     assert abs(float(z.mean())) < 0.03 and abs(float(z.std()) - 1) < 0.03
     # logistic regression by a few Newton steps recovers the coefficients
@@ -96,20 +92,20 @@ def test_tabular_rule_data_follows_the_rule():
 
 
 def test_tabular_rule_data_quadratic_and_correlated():
-    z, y = syn.tabular_rule_data(20000, [0.0, 0.0], quadratic={0: 3.0}, correlated={1: (0, 0.9)}, generator=1)
+    z, y = toydata.tabular_rule_data(20000, [0.0, 0.0], quadratic={0: 3.0}, correlated={1: (0, 0.9)}, generator=1)
     rho = float(torch.corrcoef(z.T)[0, 1])
     assert abs(rho - 0.9) < 0.02 and abs(float(z[:, 1].std()) - 1) < 0.03
     far = z[:, 0].abs() > 1.5
     near = z[:, 0].abs() < 0.5
     assert float(y[far].float().mean()) > 0.9 and float(y[near].float().mean()) < 0.2
     with pytest.raises(ValueError):
-        syn.tabular_rule_data(10, [0.0, 0.0], correlated={1: (1, 0.5)})
+        toydata.tabular_rule_data(10, [0.0, 0.0], correlated={1: (1, 0.5)})
 
 
 def test_standardize_and_gradients_in_raw_units():
     # A linear logit behind a Standardize layer: the gradient in raw units is w / std.
     raw = torch.tensor([[1.0, 100.0], [3.0, 300.0], [5.0, 200.0]])
-    std_layer = syn.Standardize.fit(raw)
+    std_layer = toydata.Standardize.fit(raw)
     assert torch.allclose(std_layer(raw).mean(0), torch.zeros(2), atol=1e-6)
     assert torch.allclose(std_layer(raw).std(0), torch.ones(2), atol=1e-6)
     lin = nn.Linear(2, 1)
@@ -119,62 +115,26 @@ def test_standardize_and_gradients_in_raw_units():
     g = gradsal.vanilla_gradient(model, raw)
     assert torch.allclose(g, (torch.tensor([2.0, -1.0]) / std_layer.std).expand(3, 2), atol=1e-6)
     with pytest.raises(ValueError):
-        syn.Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
+        toydata.Standardize(torch.zeros(2), torch.tensor([1.0, 0.0]))
 
 
 def test_train_classifier_fits_a_separable_problem_reproducibly():
-    z, _ = syn.tabular_rule_data(400, [1.0, 0.0], generator=2)
+    z, _ = toydata.tabular_rule_data(400, [1.0, 0.0], generator=2)
     y = (z[:, 0] > 0).long()
     results = []
     for _ in range(2):
-        model = syn.tabular_mlp(2, (8,), 1, seed=0)
-        history = syn.train_classifier(model, z, y, epochs=25, batch_size=100, lr=2e-2, generator=0)
+        model = toydata.tabular_mlp(2, (8,), 1, seed=0)
+        history = toydata.train_classifier(model, z, y, epochs=25, batch_size=100, lr=2e-2, generator=0)
         results.append((history, [p.detach().clone() for p in model.parameters()]))
         assert not model.training
-        assert syn.accuracy(model, z, y) > 0.97
+        assert toydata.accuracy(model, z, y) > 0.97
         assert history[-1] < history[0]
     assert results[0][0] == results[1][0]
     assert all(torch.equal(p, q) for p, q in zip(results[0][1], results[1][1]))
     # two logits: softmax cross-entropy
-    model2 = syn.tabular_mlp(2, (8,), 2, seed=0)
-    syn.train_classifier(model2, z, y, epochs=25, batch_size=100, lr=2e-2, generator=0)
-    assert syn.accuracy(model2, z, y) > 0.97
-
-
-# ---------------------------------------------------------------------------
-# scores
-
-
-def test_top_k_hits_mass_inside_pointing_game():
-    attr = torch.tensor([[0.0, 5.0, 4.0, 1.0, 0.0], [3.0, 0.0, 0.0, 2.0, 1.0]])
-    mask = torch.tensor([[False, True, True, False, False], [False, True, True, False, False]])
-    assert syn.top_k_hits(attr, mask).tolist() == [1.0, 0.0]  # k = 2 = mask size
-    assert syn.top_k_hits(attr, mask, k=3).tolist() == pytest.approx([2 / 3, 0.0])
-    assert syn.pointing_game(attr, mask).tolist() == [1.0, 0.0]
-    assert syn.mass_inside(-attr, mask).tolist() == pytest.approx([0.9, 0.0])  # uses |attr|
-    assert syn.mass_inside(torch.zeros(1, 5), mask[:1]).tolist() == [0.0]
-    # a shared (T,) mask, e.g. the informative columns of a table
-    cols = torch.tensor([True, False, True, False, False])
-    assert syn.top_k_hits(attr, cols).tolist() == pytest.approx([0.5, 0.5])
-    with pytest.raises(ValueError):
-        syn.top_k_hits(attr, mask[:, :3])
-
-
-def test_random_attribution_scores_the_chance_rate():
-    g = torch.Generator().manual_seed(0)
-    attr = torch.rand(4000, 50, generator=g)
-    start = torch.randint(0, 40, (4000,), generator=g)
-    mask = syn.window_mask(start, 10, 50)
-    for score in (syn.top_k_hits(attr, mask), syn.mass_inside(attr, mask), syn.pointing_game(attr, mask)):
-        assert abs(float(score.mean()) - 0.2) < 0.02
-
-
-def test_aligned_profile():
-    attr = torch.arange(10.0).reshape(1, 10).repeat(2, 1)
-    prof = syn.aligned_profile(attr, torch.tensor([0, 5]), before=2, after=3)
-    assert prof.tolist() == pytest.approx([3.0, 4.0, 2.5, 3.5, 4.5])
-    mask_attr = syn.window_mask(torch.tensor([2, 6]), 3, 10).float()
-    assert syn.aligned_profile(mask_attr, torch.tensor([2, 6]), 1, 4).tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    model2 = toydata.tabular_mlp(2, (8,), 2, seed=0)
+    toydata.train_classifier(model2, z, y, epochs=25, batch_size=100, lr=2e-2, generator=0)
+    assert toydata.accuracy(model2, z, y) > 0.97
 
 
 def test_smoothgrad_on_a_linear_series_model_is_the_weight():
@@ -187,3 +147,38 @@ def test_smoothgrad_on_a_linear_series_model_is_the_weight():
     sg = gradsal.smoothgrad(model, x, n_samples=8, mode="signed", generator=0)
     assert torch.allclose(sg, w.expand(3, 16), atol=1e-6)
     assert math.isclose(float(gradsal.gradient_x_input(model, x)[1].sum()), float(model(x).detach()[1, 0]), rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# seeds: the package's one rule (gradsal.core.as_generator), with seed 0 by default
+
+
+def test_defaults_are_seed_zero_and_none_is_the_global_generator():
+    torch.manual_seed(123)
+    for u, v in zip(toydata.planted_window_series(6), toydata.planted_window_series(6, generator=0)):
+        assert torch.equal(u, v)
+    z, y = toydata.tabular_rule_data(50, [1.0, -1.0])
+    z0, y0 = toydata.tabular_rule_data(50, [1.0, -1.0], generator=0)
+    assert torch.equal(z, z0) and torch.equal(y, y0)
+    # None means torch's global generator, as everywhere in gradsal: torch.manual_seed decides
+    torch.manual_seed(5)
+    a = toydata.planted_window_series(6, generator=None)
+    torch.manual_seed(5)
+    b = toydata.planted_window_series(6, generator=None)
+    c = toydata.planted_window_series(6, generator=None)
+    assert torch.equal(a[0], b[0]) and not torch.equal(b[0], c[0])
+    torch.manual_seed(5)
+    assert torch.equal(toydata.tabular_rule_data(50, [1.0], generator=None)[0],
+                       torch.randn(50, 1, generator=torch.Generator().manual_seed(5)))
+
+
+def test_train_classifier_default_order_is_seed_zero():
+    z, y = toydata.tabular_rule_data(200, [1.0, 0.0], generator=4)
+    runs = []
+    for generator in ("default", 0):
+        model = toydata.tabular_mlp(2, (4,), 1, seed=0)
+        kwargs = {} if generator == "default" else {"generator": generator}
+        runs.append(toydata.train_classifier(model, z, y, epochs=3, batch_size=50, **kwargs))
+    assert runs[0] == runs[1]
+    with pytest.raises(TypeError, match="generator"):
+        toydata.planted_window_series(4, generator="seed")

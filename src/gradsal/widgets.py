@@ -1,14 +1,13 @@
-"""An ipywidgets explorer of SmoothGrad for Jupyter and Colab (chapter 02-SmoothGradIntro).
+"""An ipywidgets explorer of SmoothGrad for Jupyter and Colab (chapter 02, SmoothGrad).
 
-``explorer()`` builds sliders for the noise level and the number of samples N, a
-mode selector, a photo selector and a file upload, and redraws the map when one of
-them moves. Building it computes nothing: gradients are computed on the first
-interaction and kept, one pool of noisy gradients per (photo, noise level), so
-moving the N slider or changing the mode only re-reduces samples already drawn
-(the same reuse the chapter's figures make). A pool grows when N does, by
-continuing its own random generator, so the map for N samples equals
-``smoothgrad(model, x, n_samples=N, noise_level=..., mode=..., generator=seed)``
-(up to float rounding).
+The explorer is a view: sliders for the noise level and the number of samples
+N, a mode selector, a photo selector and a file upload, drawn over one
+:class:`gradsal.SamplePool` per (photo, noise level). Building it computes
+nothing; moving the N slider or changing the mode only re-reduces samples the
+pool already holds, and a larger N continues the pool's own generator, so the
+map for N samples equals ``smoothgrad(model, x, n_samples=N, noise_level=...,
+mode=..., generator=seed)`` up to float rounding. The pools, and so every
+number the explorer shows, work without ipywidgets; only the controls need it.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .gradients import SMOOTHGRAD_MODES, noisy_gradients, smoothgrad_from_samples, vanilla_gradient
 from .images import load_image, photo_names
 from .maps import normalize, reduce_channels
+from .methods import SMOOTHGRAD_MODES, SamplePool
 
 __all__ = ["MODE_LABELS", "SmoothGradExplorer", "explorer"]
 
@@ -68,10 +67,11 @@ class SmoothGradExplorer:
     (B, 3, H, W) pixels in [0, 1] to logits. ``photos`` is a list of bundled
     photo names, or a mapping from a name to a (3, H, W) tensor, a path or image
     bytes (default: every bundled photo). ``max_samples`` bounds the N slider
-    and so the cost of one pool (about 90 ms per sample for the default model on
-    a CPU). ``seed`` seeds every pool. ``class_names`` labels the target class.
-    Display the object (or its ``widget``) in a notebook; :meth:`update`
-    computes and draws the current map, and :attr:`map` holds it.
+    and so the cost of one pool (the appendix on performance gives the cost of
+    one sample). ``seed`` seeds every pool; at most ``max_pools`` pools are
+    kept. ``class_names`` labels the target class. Display the object (or its
+    ``widget``) in a notebook; :meth:`update` computes and draws the map of the
+    current controls, and :attr:`map` holds it.
     """
 
     def __init__(
@@ -98,29 +98,31 @@ class SmoothGradExplorer:
             raise ValueError(f"n_samples must be between 1 and max_samples={max_samples}; got {n_samples}")
         if not 0 <= noise_level <= max_noise:
             raise ValueError(f"noise_level must be between 0 and max_noise={max_noise}; got {noise_level}")
-        w = _widgets()
         self._model = model
         self._class_names = list(class_names) if class_names is not None else None
         self._image_size = image_size
         self._seed = seed
         self._batch_size = batch_size
         self._max_pools = max_pools
-        # photo name -> a source (name, path, bytes) until first use, then a tensor
         if photos is None:
             photos = photo_names()
+        # photo name -> a source (name, path, bytes) until first use, then a tensor
         self._sources: dict[str, object] = (
             dict(photos) if isinstance(photos, Mapping) else {str(p): str(p) for p in photos}
         )
         if not self._sources:
             raise ValueError("photos is empty; give at least one photo")
         self._images: dict[str, torch.Tensor] = {}
-        self._pools: OrderedDict[tuple[str, float], tuple[torch.Tensor, torch.Generator | None]] = OrderedDict()
         self._targets: dict[str, int] = {}
+        self.pools: OrderedDict[tuple[str, float], SamplePool] = OrderedDict()
+        self._dropped_computations = 0
         self.map: torch.Tensor | None = None  # last (H, W) map drawn
         self.saliency: torch.Tensor | None = None  # last (C, H, W) reduction of the pool
-        self.computations = 0  # pools drawn or grown: the expensive work
         self._quiet = False
+        self._build_controls(noise_level, n_samples, mode, max_samples, max_noise)
 
+    def _build_controls(self, noise_level: float, n_samples: int, mode: str, max_samples: int, max_noise: float):
+        w = _widgets()
         style = {"description_width": "110px"}
         layout = w.Layout(width="420px")
         self.photo = w.Dropdown(options=list(self._sources), description="photo", style=style, layout=layout)
@@ -140,12 +142,11 @@ class SmoothGradExplorer:
         self.button = w.Button(description="compute", button_style="primary", icon="refresh")
         self.status = w.HTML(
             "Move a control or press <b>compute</b>: the first map of a photo and noise level "
-            "takes about 0.1 s per sample on a CPU."
+            "takes N forward and backward passes."
         )
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
         controls = w.VBox([self.photo, self.noise, self.n, self.mode, w.HBox([self.button, self.upload])])
         self.widget = w.VBox([controls, self.status, self.image])
-
         for control in (self.photo, self.noise, self.n, self.mode):
             control.observe(self._on_change, names="value")
         self.upload.observe(self._on_upload, names="value")
@@ -166,6 +167,11 @@ class SmoothGradExplorer:
             self._model = load_model()
         return self._model
 
+    @property
+    def computations(self) -> int:
+        """How many times a pool ran the model (pools drawn or grown): the expensive work."""
+        return self._dropped_computations + sum(p.computations for p in self.pools.values())
+
     def add_photo(self, name: str, source: object) -> None:
         """Add a photo (path, image bytes, PIL image or (3, H, W) tensor) and select it.
 
@@ -177,8 +183,8 @@ class SmoothGradExplorer:
         self._sources[name] = image
         self._images[name] = image
         self._targets.pop(name, None)
-        for key in [k for k in self._pools if k[0] == name]:
-            del self._pools[key]
+        for key in [k for k in self.pools if k[0] == name]:
+            self._drop(key)
         # Replacing the options resets the selection; draw once, for the new photo.
         self._quiet = True
         try:
@@ -198,51 +204,33 @@ class SmoothGradExplorer:
                 self._images[name] = load_image(source, size=self._image_size)
         return self._images[name]
 
+    def pool(self, name: str, noise_level: float) -> SamplePool:
+        """The pool of noisy gradients of a photo at a noise level (kept for the last few)."""
+        key = (name, round(float(noise_level), 6))
+        if key not in self.pools:
+            self.pools[key] = SamplePool(
+                self.model, self.image_of(name), self._targets.get(name), noise_level=key[1],
+                seed=self._seed, batch_size=self._batch_size,
+            )
+            while len(self.pools) > self._max_pools:
+                self._drop(next(iter(self.pools)))
+        self.pools.move_to_end(key)
+        return self.pools[key]
+
     def target_of(self, name: str) -> int:
         """The class the model predicts for the clean photo (every map explains it)."""
         if name not in self._targets:
-            with torch.no_grad():
-                logits = self.model(self.image_of(name).unsqueeze(0).to(_device(self.model)))
-            self._targets[name] = int(logits.argmax(dim=1))
+            self._targets[name] = self.pool(name, float(self.noise.value)).target
         return self._targets[name]
 
     def samples(self, name: str, noise_level: float, n: int) -> torch.Tensor:
-        """The first ``n`` noisy gradients of a photo at a noise level, drawing only new ones.
+        """The first ``n`` noisy gradients of a photo at a noise level (see :class:`gradsal.SamplePool`)."""
+        pool = self.pool(name, noise_level)
+        self._targets[name] = pool.target
+        return pool.draw(n)
 
-        A pool is kept per (photo, noise level) with its generator; asking for
-        more samples continues that generator, so the prefix property holds and
-        the result equals a single draw of ``n`` samples with the same seed.
-        """
-        key = (name, round(float(noise_level), 6))
-        x = self.image_of(name)
-        target = self.target_of(name)
-        if key in self._pools:
-            self._pools.move_to_end(key)
-            pool, gen = self._pools[key]
-        else:
-            pool, gen = x.new_zeros((0, *x.shape)), torch.Generator().manual_seed(self._seed)
-        if key[1] == 0.0:
-            # No noise: every sample is the vanilla gradient; compute it once.
-            if pool.shape[0] == 0:
-                pool = vanilla_gradient(self.model, x, target).unsqueeze(0)
-                self.computations += 1
-            self._store(key, pool, gen)
-            return pool.expand(n, *pool.shape[1:])
-        if pool.shape[0] < n:
-            more = noisy_gradients(
-                self.model, x, target, n_samples=n - pool.shape[0], noise_level=key[1],
-                batch_size=self._batch_size, generator=gen,
-            )
-            pool = torch.cat([pool, more]) if pool.shape[0] else more
-            self.computations += 1
-        self._store(key, pool, gen)
-        return pool[:n]
-
-    def _store(self, key, pool, gen) -> None:
-        self._pools[key] = (pool, gen)
-        self._pools.move_to_end(key)
-        while len(self._pools) > self._max_pools:
-            self._pools.popitem(last=False)
+    def _drop(self, key: tuple[str, float]) -> None:
+        self._dropped_computations += self.pools.pop(key).computations
 
     # ------------------------------------------------------------------ callbacks
 
@@ -265,8 +253,7 @@ class SmoothGradExplorer:
         """Compute the map for the current controls, draw it, and return it (H, W)."""
         name, alpha, n, mode = self.photo.value, float(self.noise.value), int(self.n.value), self.mode.value
         self.status.value = f"computing {name}, \u03b1 = {alpha:.1%} of the range, N = {n} ..."
-        pool = self.samples(name, alpha, n)
-        reduced = smoothgrad_from_samples(pool, mode)
+        reduced = self.pool(name, alpha).smoothgrad(n, mode)
         if mode == "signed":
             reduced = reduced.abs()
         self.saliency = reduced
@@ -275,12 +262,10 @@ class SmoothGradExplorer:
         target = self.target_of(name)
         label = self._class_names[target] if self._class_names else None
         if label is None:
-            try:
-                from .models import categories
+            from .models import categories
 
-                label = categories()[target]
-            except Exception:  # a model with other classes than ImageNet's
-                label = f"class {target}"
+            names = categories()
+            label = names[target] if target < len(names) else f"class {target}"
         self.status.value = (
             f"<b>{name}</b>: map of the logit of <b>{label}</b>; noise \u03b1 = {alpha:.1%} of the image's range, "
             f"N = {n}, {MODE_LABELS[mode].split('  ')[0]}; channels reduced by max over RGB; "
@@ -307,16 +292,10 @@ class SmoothGradExplorer:
         return buf.getvalue()
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def explorer(
     model: nn.Module | None = None, photos: Sequence[str] | Mapping[str, object] | None = None, **kwargs
 ) -> SmoothGradExplorer:
-    """Build the SmoothGrad explorer of chapter 02-SmoothGradIntro; display the result.
+    """Build the SmoothGrad explorer of chapter 02, SmoothGrad; display the result.
 
     Nothing is computed until a control moves or *compute* is pressed. See
     :class:`SmoothGradExplorer` for the arguments.

@@ -1,16 +1,17 @@
-"""Tests of gradsal.boundaries (chapter 03-ReLUBoundaries) on tiny models with known answers."""
+"""Tests of gradsal.analysis.regions (chapter 03, ReLU Boundaries) on tiny models with known answers."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from scipy import integrate, stats
 from torch import nn
 
-from gradsal import boundaries as bd
+from gradsal.analysis import gaussian
+from gradsal.analysis import regions
+from gradsal.core import as_generator
+from gradsal.methods import gaussian_noise, noise_sigma
 
 
 def one_hidden_layer(n_in: int = 2, n_hidden: int = 7, seed: int = 0) -> nn.Sequential:
@@ -27,30 +28,45 @@ def one_hidden_layer(n_in: int = 2, n_hidden: int = 7, seed: int = 0) -> nn.Sequ
 
 def test_states_follow_autograd_convention_at_the_kinks():
     z = torch.tensor([-1.0, 0.0, 1e-9, 3.0, 6.0 - 1e-9, 6.0, 7.0], dtype=torch.float64)
-    assert bd.activation_states(z, 0.0, 6.0).tolist() == [0, 0, 1, 1, 1, 2, 2]
-    assert bd.activation_states(z, 0.0, None).tolist() == [0, 0, 1, 1, 1, 1, 1]
+    assert regions.activation_states(z, 0.0, 6.0).tolist() == [0, 0, 1, 1, 1, 2, 2]
+    assert regions.activation_states(z, 0.0, None).tolist() == [0, 0, 1, 1, 1, 1, 1]
     # BETWEEN is exactly where autograd lets the gradient through
     zz = z.clone().requires_grad_(True)
     (g6,) = torch.autograd.grad(nn.ReLU6()(zz).sum(), zz)
-    assert torch.equal(g6 == 1, bd.activation_states(z, 0.0, 6.0) == bd.BETWEEN)
+    assert torch.equal(g6 == 1, regions.activation_states(z, 0.0, 6.0) == regions.BETWEEN)
     (g,) = torch.autograd.grad(torch.relu(zz).sum(), zz)
-    assert torch.equal(g == 1, bd.activation_states(z, 0.0, None) == bd.BETWEEN)
+    assert torch.equal(g == 1, regions.activation_states(z, 0.0, None) == regions.BETWEEN)
 
 
 def test_kinks_of_modules():
-    assert bd.activation_kinks(nn.ReLU6()) == (0.0, 6.0)
-    assert bd.activation_kinks(nn.ReLU()) == (0.0, None)
-    assert bd.activation_kinks(nn.Hardtanh(-1.0, 2.0)) == (-1.0, 2.0)
-    assert bd.activation_kinks(nn.Linear(2, 2)) is None
+    assert regions.activation_kinks(nn.ReLU6()) == (0.0, 6.0)
+    assert regions.activation_kinks(nn.ReLU()) == (0.0, None)
+    assert regions.activation_kinks(nn.Hardtanh(-1.0, 2.0)) == (-1.0, 2.0)
+    assert regions.activation_kinks(nn.Linear(2, 2)) is None
+
+
+def test_plain_relu_is_the_default_and_leaky_relu_passes_gradient_below():
+    # Without upper, a unit is a plain ReLU: never ABOVE, however large z is.
+    z = torch.tensor([-1.0, 0.0, 3.0, 6.0, 7.0], dtype=torch.float64)
+    assert regions.activation_states(z).tolist() == [0, 0, 1, 1, 1]
+    assert regions.activation_states(z, upper=6.0).tolist() == [0, 0, 1, 2, 2]
+    # LeakyReLU: BELOW passes the gradient times the negative slope, BETWEEN unchanged
+    leaky = nn.LeakyReLU(0.1)
+    lower, upper = regions.activation_kinks(leaky)
+    zz = z.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(leaky(zz).sum(), zz)
+    states = regions.activation_states(z, lower, upper)
+    assert torch.allclose(g[states == regions.BELOW], torch.full((2,), 0.1, dtype=torch.float64))
+    assert torch.all(g[states == regions.BETWEEN] == 1)
 
 
 def test_pattern_of_one_hidden_layer_net():
     net = one_hidden_layer()
     x = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    pattern = bd.activation_pattern(net, x)
+    pattern = regions.activation_pattern(net, x)
     expected = (x @ net[0].weight.T + net[0].bias > 0).to(torch.int8)
     assert pattern.dtype == torch.int8 and torch.equal(pattern, expected)
-    assert torch.equal(bd.activation_pattern(net, x[0]), expected[0])
+    assert torch.equal(regions.activation_pattern(net, x[0]), expected[0])
 
 
 class ReusedActivation(nn.Module):
@@ -69,7 +85,7 @@ class ReusedActivation(nn.Module):
 def test_recorder_counts_each_call_sees_pre_activations_and_removes_hooks():
     model = ReusedActivation().eval()
     x = torch.tensor([[-1.0, 0.3, 0.7]])
-    with bd.PatternRecorder(model) as rec:
+    with regions.PatternRecorder(model) as rec:
         model(x.clone())
         states = rec.take()
     assert [n for _, n in rec.layout] == [3, 4]
@@ -77,19 +93,19 @@ def test_recorder_counts_each_call_sees_pre_activations_and_removes_hooks():
     assert states[0, :3].tolist() == [0, 1, 2]
     assert not model.act._forward_pre_hooks and not model.act._forward_hooks
     with pytest.raises(RuntimeError):
-        with bd.PatternRecorder(model):
+        with regions.PatternRecorder(model):
             raise RuntimeError("boom")
     assert not model.act._forward_pre_hooks
     with pytest.raises(ValueError, match="no nn.ReLU"):
-        bd.PatternRecorder(nn.Linear(2, 2)).__enter__()
+        regions.PatternRecorder(nn.Linear(2, 2)).__enter__()
 
 
 def test_pattern_changes_broadcast():
     a = torch.tensor([0, 1, 2, 1], dtype=torch.int8)
     b = torch.tensor([[0, 1, 2, 1], [1, 1, 0, 1]], dtype=torch.int8)
-    assert bd.pattern_changes(a, b).tolist() == [0, 2]
+    assert regions.pattern_changes(a, b).tolist() == [0, 2]
     with pytest.raises(ValueError):
-        bd.pattern_changes(a, b[:, :3])
+        regions.pattern_changes(a, b[:, :3])
 
 
 # ---------------------------------------------------------------------------
@@ -101,7 +117,7 @@ def test_line_scan_counts_crossings_of_a_one_hidden_layer_net():
     x = torch.tensor([0.2, -0.1], dtype=torch.float64)
     d = torch.tensor([1.0, 0.6], dtype=torch.float64)
     ts = torch.linspace(-3, 3, 601, dtype=torch.float64)
-    scan = bd.line_scan(net, x, d, ts, target=1, pixel=(0,), batch_size=7)
+    scan = regions.line_scan(net, x, d, ts, target=1, pixel=(0,), batch_size=7)
     W, b = net[0].weight.detach(), net[0].bias.detach()
     v = net[2].weight.detach()[1]
     # each hidden unit crosses its hyperplane once along the line, at t_j
@@ -126,13 +142,13 @@ def test_line_scan_default_pixel_and_target_and_bad_input():
     net = one_hidden_layer()
     x = torch.tensor([0.5, 0.5], dtype=torch.float64)
     d = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    scan = bd.line_scan(net, x, d, [0.0, 0.1, 0.2])
+    scan = regions.line_scan(net, x, d, [0.0, 0.1, 0.2])
     assert scan.target == int(net(x[None]).argmax())
     assert len(scan.pixel) == 1 and scan.changes.shape == (2,)
     with pytest.raises(ValueError, match="increasing"):
-        bd.line_scan(net, x, d, [0.0, 0.0])
+        regions.line_scan(net, x, d, [0.0, 0.0])
     with pytest.raises(ValueError, match="shape"):
-        bd.line_scan(net, x, d[:1], [0.0, 1.0])
+        regions.line_scan(net, x, d[:1], [0.0, 1.0])
     assert not any(m._forward_pre_hooks for m in net.modules())
 
 
@@ -146,14 +162,14 @@ def test_flip_sweep_first_layer_matches_closed_form():
     with torch.no_grad():
         net[0].bias.mul_(8.0).add_(3.0)  # spread the pre-activations over both kinks
     x = torch.linspace(-1, 1, 6, dtype=torch.float64)
-    sweep = bd.flip_sweep(net, x, [0.0, 0.1, 0.4], n_copies=300, batch_size=64, generator=0, gradients=True)
+    sweep = regions.flip_sweep(net, x, [0.0, 0.1, 0.4], n_copies=300, batch_size=64, generator=0, gradients=True)
     assert sweep.flipped.shape == (3, 300, 1)
     assert torch.all(sweep.flipped[0] == 0) and torch.allclose(sweep.cosine[0], torch.ones(300, dtype=torch.float64))
     W, b = net[0].weight.detach(), net[0].bias.detach()
     z = W @ x + b
     for li in (1, 2):
         sigma = float(sweep.sigmas[li])
-        predicted = bd.flip_probability(z, sigma * W.norm(dim=1)).mean()
+        predicted = gaussian.flip_probability(z, sigma * W.norm(dim=1), upper=6.0).mean()
         measured = sweep.fraction[li].mean()
         se = sweep.fraction[li].std() / math.sqrt(300)
         assert abs(float(measured - predicted)) < 4 * float(se) + 1e-12
@@ -163,74 +179,26 @@ def test_flip_sweep_first_layer_matches_closed_form():
 def test_flip_sweep_same_seed_same_draws():
     net = one_hidden_layer()
     x = torch.tensor([0.1, 0.2], dtype=torch.float64)
-    a = bd.flip_sweep(net, x, [0.5], n_copies=5, generator=3, keep_noise=True, batch_size=2)
-    b = bd.flip_sweep(net, x, [0.5], n_copies=5, generator=3, keep_noise=True, batch_size=5)
+    a = regions.flip_sweep(net, x, [0.5], n_copies=5, generator=3, keep_noise=True, batch_size=2)
+    b = regions.flip_sweep(net, x, [0.5], n_copies=5, generator=3, keep_noise=True, batch_size=5)
     assert torch.equal(a.noise, b.noise) and torch.equal(a.flipped, b.flipped)
     with pytest.raises(ValueError):
-        bd.flip_sweep(net, x, [-0.1])
+        regions.flip_sweep(net, x, [-0.1])
+
+
+def test_flip_sweep_draws_smoothgrads_noise():
+    # one noise rule and one draw for the package: sigma = level * range, gaussian_noise per level
+    net = one_hidden_layer()
+    x = torch.tensor([0.1, 0.7], dtype=torch.float64)
+    sweep = regions.flip_sweep(net, x, [0.2, 0.5], n_copies=4, generator=9, keep_noise=True, batch_size=3)
+    gen = as_generator(9)
+    expected = torch.stack([gaussian_noise(x.shape, 4, gen) for _ in range(2)])
+    assert torch.equal(sweep.noise, expected.float())
+    assert sweep.sigmas.tolist() == [noise_sigma(x, 0.2), noise_sigma(x, 0.5)]
 
 
 # ---------------------------------------------------------------------------
-# closed forms
-
-
-def _quad_expectation(fn, sigma):
-    return integrate.quad(lambda e: fn(e) * stats.norm.pdf(e, scale=sigma), -12 * sigma, 12 * sigma, points=[0.0], limit=400)[0]
-
-
-@pytest.mark.parametrize("w,b,sigma", [(1.0, 0.0, 1.0), (-2.0, 0.7, 0.3), (0.5, -1.0, 2.0)])
-def test_smoothed_relu_derivative_by_quadrature(w, b, sigma):
-    for x in (-1.3, 0.0, 0.4, 2.5):
-        kink = -(w * x + b) / w  # the noise value at which the unit switches
-        expected = integrate.quad(
-            lambda e: w * float(w * (x + e) + b > 0) * stats.norm.pdf(e, scale=sigma),
-            -12 * sigma, 12 * sigma, points=[kink], limit=400,
-        )[0]
-        assert float(bd.smoothed_relu_derivative(x, w, b, sigma)) == pytest.approx(expected, abs=1e-7)
-        expected6 = integrate.quad(
-            lambda e: w * float(0 < w * (x + e) + b < 6) * stats.norm.pdf(e, scale=sigma),
-            -12 * sigma, 12 * sigma, points=[kink, (6 - w * x - b) / w], limit=400,
-        )[0]
-        assert float(bd.smoothed_relu6_derivative(x, w, b, sigma)) == pytest.approx(expected6, abs=1e-7)
-
-
-def test_standard_case_and_zero_noise_limits():
-    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
-    assert torch.allclose(bd.smoothed_relu_derivative(x, sigma=0.7), torch.special.ndtr(x / 0.7))
-    assert torch.equal(bd.smoothed_relu_derivative(x, 2.0, -1.0, 0.0), 2.0 * (2 * x - 1 > 0).double())
-    assert torch.equal(bd.smoothed_relu6_derivative(x, 3.0, 0.0, 0.0), 3.0 * ((3 * x > 0) & (3 * x < 6)).double())
-    assert torch.allclose(bd.smoothed_relu(x, 2.0, -1.0, 0.0), torch.relu(2 * x - 1))
-    with pytest.raises(ValueError):
-        bd.smoothed_relu_derivative(x, 0.0)
-    with pytest.raises(ValueError):
-        bd.smoothed_relu6_derivative(x, 1.0, 0.0, -1.0)
-
-
-def test_smoothed_relu_value_and_its_derivative():
-    w, b, sigma = -1.5, 0.4, 0.8
-    x = torch.linspace(-2, 2, 9, dtype=torch.float64)
-    for xi in x.tolist():
-        expected = _quad_expectation(lambda e: max(w * (xi + e) + b, 0.0), sigma)
-        assert float(bd.smoothed_relu(xi, w, b, sigma)) == pytest.approx(expected, abs=1e-7)
-    h = 1e-5
-    fd = (bd.smoothed_relu(x + h, w, b, sigma) - bd.smoothed_relu(x - h, w, b, sigma)) / (2 * h)
-    assert torch.allclose(fd, bd.smoothed_relu_derivative(x, w, b, sigma), atol=1e-8)
-
-
-def test_flip_probability():
-    z = torch.tensor([-2.0, 0.5, 3.0, 6.5], dtype=torch.float64)
-    s = 0.9
-    norm = stats.norm(scale=s)
-    expected = [
-        1 - norm.cdf(2.0),  # below: flips if it rises past 0
-        1 - (norm.cdf(5.5) - norm.cdf(-0.5)),  # between: leaves (0, 6)
-        1 - (norm.cdf(3.0) - norm.cdf(-3.0)),
-        norm.cdf(-0.5),  # above: flips if it falls below 6
-    ]
-    assert np.allclose(bd.flip_probability(z, s).numpy(), expected)
-    relu = bd.flip_probability(z, s, upper=None).numpy()
-    assert np.allclose(relu, [1 - norm.cdf(2.0), norm.cdf(-0.5), norm.cdf(-3.0), norm.cdf(-6.5)])
-    assert torch.all(bd.flip_probability(z, 0.0) == 0)
+# row norms
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0), (2, 1)])
@@ -244,17 +212,5 @@ def test_affine_row_norms_of_a_convolution(stride, padding):
     x0 = torch.zeros(3, 9, 8, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda im: fn(im[None])[0], x0)
     expected = jac.flatten(start_dim=3).norm(dim=-1)
-    norms = bd.affine_row_norms(fn, (3, 9, 8), period=3, dtype=torch.float64)
+    norms = regions.affine_row_norms(fn, (3, 9, 8), period=3, dtype=torch.float64)
     assert norms.dtype == torch.float64 and torch.allclose(norms, expected, atol=1e-12)
-
-
-def test_gate_probability():
-    z = torch.tensor([-1.0, 2.0, 7.0, 0.0], dtype=torch.float64)
-    s = torch.tensor([0.5, 1.5, 2.0, 0.0], dtype=torch.float64)
-    norm = stats.norm
-    expected = [norm.cdf(7 / 0.5) - norm.cdf(1 / 0.5), norm.cdf(4 / 1.5) - norm.cdf(-2 / 1.5),
-                norm.cdf(-1 / 2.0) - norm.cdf(-7 / 2.0), 0.0]
-    assert np.allclose(bd.gate_probability(z, s).numpy(), expected)
-    assert np.allclose(bd.gate_probability(z[:3], s[:3], upper=None).numpy(), norm.cdf((z[:3] / s[:3]).numpy()))
-    # a unit that the noise cannot move keeps its gate, and changes state never
-    assert float(bd.gate_probability(3.0, 0.0)) == 1.0 and float(bd.flip_probability(3.0, 0.0)) == 0.0

@@ -1,10 +1,10 @@
-"""Speed-ups for the many input gradients SmoothGrad takes (performance appendix).
+"""The folded fast path: an equivalent graph for many gradient passes (appendix on performance).
 
-SmoothGrad spends all its time in N forward and backward passes through the
-model. This module holds what makes those passes cheaper without changing what
-they compute; :mod:`gradsal.gradients` decides when to use it (the ``precision``
-argument of :func:`gradsal.smoothgrad`). The appendix on performance measures
-each piece.
+SmoothGrad and Integrated Gradients spend all their time in forward and backward
+passes through the model. This module holds what makes those passes cheaper
+without changing what they compute; :mod:`gradsal.engine.runner` decides when to
+use it (the ``precision`` argument of :func:`gradsal.smoothgrad`). The appendix
+on performance ("Making SmoothGrad fast") measures each piece.
 
 * :func:`fold_for_gradients` rewrites a convolutional network into an equivalent
   graph for gradients taken in eval mode: every batch norm that follows a
@@ -47,12 +47,13 @@ def native_bfloat16() -> bool:
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     for name in probes:
         probe = getattr(torch.cpu, name, None)
-        if probe is not None:
-            try:
-                if probe():
-                    return True
-            except Exception:  # a probe that fails means "not known to be there"
-                pass
+        if probe is None:  # an older torch without this probe: not known to be there
+            continue
+        try:
+            if bool(probe()):
+                return True
+        except RuntimeError:  # torch built without the check for this CPU family
+            continue
     return False
 
 
@@ -164,7 +165,7 @@ class FoldedGraph:
 
     Call :meth:`module` to get the rewritten ``nn.Module`` with weights computed
     from the model's current parameters. Valid only in eval mode (batch norm with
-    running statistics), which is how :mod:`gradsal.gradients` runs every model.
+    running statistics), which is how :mod:`gradsal.engine.runner` runs every model.
     """
 
     def __init__(self, gm: fx.GraphModule, convs: list[_Conv], folded_bn: int, folded_pad: int) -> None:
@@ -313,5 +314,9 @@ def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
     graph.eliminate_dead_code()
     graph.lint()
     gm.recompile()
-    gm.eval()
+    # Not gm.eval(): the traced graph shares its leaf modules with the caller's
+    # model, whose train/eval flags are the caller's. The engine runs the graph
+    # inside frozen(model), which puts those shared modules in eval mode for the
+    # duration of a run only.
+    gm.training = False
     return FoldedGraph(gm, convs, folded_bn, folded_pad)

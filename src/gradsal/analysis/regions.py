@@ -1,33 +1,36 @@
-"""Activation patterns and boundaries of piecewise-linear networks (chapter 03-ReLUBoundaries).
+"""Activation patterns and the linear regions of piecewise-linear networks (chapter 03, ReLU Boundaries).
 
 A network built from affine maps (convolutions, batch normalisation in eval mode,
 pooling, linear layers, skip connections) and ReLU-type activations is piecewise
 linear: every unit is in one of finitely many *states* (below its lower kink,
 between its kinks, above its upper kink), the tuple of all states is the
 *activation pattern*, and inside the set of inputs that share one pattern every
-logit is affine. Chapter 03-ReLUBoundaries proves this and measures it on
-EfficientNet-Lite0. This module records patterns with forward hooks (and removes
-the hooks afterwards), scans a logit and its gradient along a line
-``x + t * direction`` while counting the units that change state, measures how many
-units noise flips, and gives the closed forms of Gaussian-smoothed ReLU and ReLU6
-derivatives that the chapter derives.
+logit is affine (Montufar et al., 2014; Hanin and Rolnick, 2019). Chapter 03,
+ReLU Boundaries, proves this and measures it on EfficientNet-Lite0. This module
+records patterns with forward hooks (and removes the hooks afterwards), scans a
+logit and its gradient along a line ``x + t * direction`` while counting the
+units that change state (after Smilkov et al., 2017, figure 2), measures how
+many units SmoothGrad's noise flips (:func:`flip_sweep`, with the noise rule of
+:mod:`gradsal.methods`), and gives the row norms that turn input
+noise into pre-activation noise. The closed forms for one unit under Gaussian
+noise are :mod:`gradsal.analysis.gaussian`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .gradients import _as_batch, _device_of, _forward, _frozen, _generator, _resolve_targets
+from ..core import as_batch, as_generator, check_positive_int, device_of, forward, frozen, resolve_targets
+from ..methods import gaussian_noise, noise_sigma
 
 __all__ = [
+    "ABOVE",
     "BELOW",
     "BETWEEN",
-    "ABOVE",
     "FlipSweep",
     "LineScan",
     "PatternRecorder",
@@ -35,20 +38,16 @@ __all__ = [
     "activation_pattern",
     "activation_states",
     "affine_row_norms",
-    "flip_probability",
     "flip_sweep",
-    "gate_probability",
-    "gaussian_cdf",
     "line_scan",
     "pattern_changes",
-    "smoothed_relu",
-    "smoothed_relu6_derivative",
-    "smoothed_relu_derivative",
 ]
 
-# Unit states. BETWEEN is the only state in which autograd passes the gradient on:
-# torch differentiates relu at 0 and relu6 at 0 and 6 as 0, so a unit exactly on a
-# kink counts as BELOW (z <= lower) or ABOVE (z >= upper).
+# Unit states. A unit BETWEEN its kinks passes the gradient on unchanged. BELOW
+# passes nothing for ReLU, ReLU6 and Hardtanh, and the gradient times the negative
+# slope for LeakyReLU; ABOVE (only with an upper kink) passes nothing. torch
+# differentiates relu at 0 and relu6 at 0 and 6 as 0, so a unit exactly on a kink
+# counts as BELOW (z <= lower) or ABOVE (z >= upper).
 BELOW, BETWEEN, ABOVE = 0, 1, 2
 
 
@@ -58,7 +57,7 @@ def activation_kinks(module: nn.Module) -> tuple[float, float | None] | None:
     ``nn.ReLU`` and ``nn.LeakyReLU`` have one kink, at 0 (``upper`` is None);
     ``nn.Hardtanh`` and its subclass ``nn.ReLU6`` have two, ``(min_val, max_val)``,
     i.e. ``(0, 6)`` for ReLU6. Activations applied as functions inside a
-    ``forward`` (``F.relu``) are not modules and cannot be seen. Chapter 03-ReLUBoundaries.
+    ``forward`` (``F.relu``) are not modules and cannot be seen. Chapter 03, ReLU Boundaries.
     """
     if isinstance(module, nn.Hardtanh):
         return float(module.min_val), float(module.max_val)
@@ -67,13 +66,17 @@ def activation_kinks(module: nn.Module) -> tuple[float, float | None] | None:
     return None
 
 
-def activation_states(z: torch.Tensor, lower: float = 0.0, upper: float | None = 6.0) -> torch.Tensor:
+def activation_states(z: torch.Tensor, lower: float = 0.0, upper: float | None = None) -> torch.Tensor:
     """State of every unit with pre-activation ``z``: BELOW (0), BETWEEN (1) or ABOVE (2).
 
-    BELOW means ``z <= lower``, ABOVE ``z >= upper`` (never, if ``upper`` is None),
-    BETWEEN the open interval in between: exactly the units through which autograd
-    passes a gradient. Returns an int8 tensor of the shape of ``z``.
-    Chapter 03-ReLUBoundaries.
+    BELOW means ``z <= lower``, ABOVE ``z >= upper``, BETWEEN the open interval in
+    between. ``upper=None`` (the default) is a unit with one kink, as ``nn.ReLU``
+    and ``nn.LeakyReLU``, which is never ABOVE; pass ``upper=6.0`` for ``nn.ReLU6``
+    (:func:`activation_kinks` reads both kinks off a module). Autograd passes the
+    gradient unchanged through BETWEEN units; through BELOW units it passes
+    nothing for ReLU, ReLU6 and Hardtanh but the gradient times the negative slope
+    for LeakyReLU; through ABOVE units nothing. Returns an int8 tensor of the
+    shape of ``z``. Chapter 03, ReLU Boundaries.
     """
     states = (z > lower).to(torch.int8)
     if upper is not None:
@@ -93,7 +96,7 @@ class PatternRecorder:
     of the passes recorded so far as one (B, U) int8 tensor, units in call order,
     and clears the log; :attr:`layout` then lists ``(module name, units per example)``
     per call. The first axis of every activation input is taken to be the batch.
-    Chapter 03-ReLUBoundaries.
+    Chapter 03, ReLU Boundaries.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -146,11 +149,11 @@ def activation_pattern(model: nn.Module, x: torch.Tensor, *, batched: bool | Non
 
     Returns (U,) for one example, (B, U) for a batch, in the order in which the
     units are computed (see :class:`PatternRecorder`). No gradient is taken; the
-    model's mode and hooks are as they were afterwards. Chapter 03-ReLUBoundaries.
+    model's mode and hooks are as they were afterwards. Chapter 03, ReLU Boundaries.
     """
-    xb, added = _as_batch(x, batched)
-    with _frozen(model), torch.no_grad(), PatternRecorder(model) as rec:
-        _forward(model, xb.detach().to(_device_of(model, xb.device)))
+    xb, added = as_batch(x, batched)
+    with frozen(model), torch.no_grad(), PatternRecorder(model) as rec:
+        forward(model, xb.detach().to(device_of(model, xb.device)))
         states = rec.take()
     return states[0] if added else states
 
@@ -159,7 +162,7 @@ def pattern_changes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Number of units whose state differs between patterns ``a`` and ``b`` (last axis).
 
     Patterns broadcast, so ``pattern_changes(clean, noisy_batch)`` counts per copy.
-    Chapter 03-ReLUBoundaries.
+    Chapter 03, ReLU Boundaries.
     """
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(f"patterns have different numbers of units: {a.shape[-1]} and {b.shape[-1]}")
@@ -172,7 +175,7 @@ def pattern_changes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LineScan:
-    """Result of :func:`line_scan` (chapter 03-ReLUBoundaries).
+    """Result of :func:`line_scan` (chapter 03, ReLU Boundaries).
 
     ``logit[k]`` is the target logit at ``x + ts[k] * direction``;
     ``directional[k]`` its derivative in t (the gradient dotted with the direction);
@@ -213,7 +216,7 @@ def line_scan(
     compared between consecutive t on the fly, so memory does not grow with T.
     ``target`` defaults to the class predicted at ``x``; ``pixel`` (an index into
     one example, e.g. ``(c, i, j)``) defaults to the element with the largest
-    gradient magnitude at ``x + ts[0] * direction``. Chapter 03-ReLUBoundaries
+    gradient magnitude at ``x + ts[0] * direction``. Chapter 03, ReLU Boundaries
     (after Smilkov et al., 2017, figure 2).
     """
     ts = torch.as_tensor(ts, dtype=torch.float64).flatten()
@@ -221,15 +224,14 @@ def line_scan(
         raise ValueError("ts must hold at least two strictly increasing values")
     if not isinstance(direction, torch.Tensor) or direction.shape != x.shape:
         raise ValueError(f"direction must be a tensor of the shape of x {tuple(x.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    _as_batch(x, batched=False)  # the same input checks as the gradient functions
-    with _frozen(model):
-        device = _device_of(model, x.device)
+    check_positive_int(batch_size, "batch_size")
+    as_batch(x, batched=False)  # the same input checks as the gradient functions
+    with frozen(model):
+        device = device_of(model, x.device)
         x0 = x.detach().to(device)
         d = direction.detach().to(device=device, dtype=x.dtype)
         with torch.no_grad():
-            tgt = int(_resolve_targets(target, _forward(model, x0.unsqueeze(0)))[0])
+            tgt = int(resolve_targets(target, forward(model, x0.unsqueeze(0)))[0])
         logits, directional, partials, changes, grad_change = [], [], [], [], []
         prev_states = prev_grad = None
         idx = None if pixel is None else tuple(int(i) for i in pixel)
@@ -244,7 +246,7 @@ def line_scan(
                     tb = ts[start : start + batch_size].to(device=device, dtype=x.dtype)
                     points = (x0.unsqueeze(0) + tb.view(-1, *[1] * x0.ndim) * d.unsqueeze(0)).requires_grad_(True)
                     with torch.enable_grad():
-                        out = _forward(model, points)[:, tgt]
+                        out = forward(model, points)[:, tgt]
                         (grad,) = torch.autograd.grad(out.sum(), points)
                     states = rec.take()
                     if idx is None:
@@ -283,7 +285,7 @@ def line_scan(
 
 @dataclass
 class FlipSweep:
-    """Result of :func:`flip_sweep` (chapter 03-ReLUBoundaries).
+    """Result of :func:`flip_sweep` (chapter 03, ReLU Boundaries).
 
     ``flipped[l, n, k]`` is the fraction of the units of activation call ``k``
     (see ``layout``) whose state in noisy copy ``n`` at noise level
@@ -318,57 +320,56 @@ def flip_sweep(
     gradients: bool = False,
     keep_noise: bool = False,
     batch_size: int = 5,
-    generator: torch.Generator | int | None = None,
+    generator: torch.Generator | int | None = 0,
 ) -> FlipSweep:
     """Fraction of ReLU-type units whose state Gaussian noise flips, per noise level.
 
     For each level, ``n_copies`` copies ``x + sigma * xi`` with ``xi ~ N(0, I)`` and
-    ``sigma = level * (x.max() - x.min())`` (SmoothGrad's convention) go through the
-    model and their patterns are compared with the clean one, unit by unit and
-    per activation call. With ``gradients=True`` the copies' target-logit
+    ``sigma = level * (x.max() - x.min())`` go through the model: SmoothGrad's
+    noise (Smilkov et al., 2017), by its own rule and draw
+    (:func:`gradsal.methods.noise_sigma`,
+    :func:`gradsal.methods.gaussian_noise`), level after level from one
+    ``generator``. Their patterns are compared with the clean one, unit by unit
+    and per activation call. With ``gradients=True`` the copies' target-logit
     gradients are compared with the clean gradient by cosine similarity (one
     backward pass per batch). ``keep_noise=True`` returns the standard-normal
-    draws ``xi`` (L, N, ...). ``x`` is one example. Chapter 03-ReLUBoundaries.
+    draws ``xi`` (L, N, ...). ``x`` is one example. Chapter 03, ReLU Boundaries.
     """
     levels = torch.as_tensor(noise_levels, dtype=torch.float64).flatten()
     if levels.numel() == 0 or bool((levels < 0).any()) or not bool(torch.isfinite(levels).all()):
         raise ValueError("noise_levels must be a non-empty sequence of finite numbers >= 0")
-    if isinstance(n_copies, bool) or not isinstance(n_copies, int) or n_copies < 1:
-        raise ValueError(f"n_copies must be an integer >= 1; got {n_copies!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    xb, _ = _as_batch(x, batched=False)
-    gen = _generator(generator)
-    gen_device = gen.device if gen is not None else torch.device("cpu")
-    scale = float(xb.max() - xb.min())
-    with _frozen(model), PatternRecorder(model) as rec:
-        device = _device_of(model, x.device)
+    check_positive_int(n_copies, "n_copies")
+    check_positive_int(batch_size, "batch_size")
+    as_batch(x, batched=False)  # the same input checks as the gradient functions
+    gen = as_generator(generator)
+    sigmas = [noise_sigma(x, level) for level in levels.tolist()]
+    with frozen(model), PatternRecorder(model) as rec:
+        device = device_of(model, x.device)
         x0 = x.detach().to(device).unsqueeze(0)
 
         def run(points: torch.Tensor, tgt: torch.Tensor | None):
             if not gradients:
                 with torch.no_grad():
-                    out = _forward(model, points)
+                    out = forward(model, points)
                 return rec.take(), out, None
             points = points.detach().requires_grad_(True)
             with torch.enable_grad():
-                out = _forward(model, points)
-                t = _resolve_targets(target, out.detach()) if tgt is None else tgt.expand(points.shape[0])
+                out = forward(model, points)
+                t = resolve_targets(target, out.detach()) if tgt is None else tgt.expand(points.shape[0])
                 (grad,) = torch.autograd.grad(out.gather(1, t.view(-1, 1)).sum(), points)
             return rec.take(), out.detach(), grad
 
         clean, clean_out, clean_grad = run(x0, None)
-        tgt = _resolve_targets(target, clean_out)
+        tgt = resolve_targets(target, clean_out)
         layout = list(rec.layout)
         bounds = torch.tensor([0] + [n for _, n in layout]).cumsum(0)
         flipped = torch.zeros(levels.numel(), n_copies, len(layout), dtype=torch.float64)
         cosine = torch.zeros(levels.numel(), n_copies, dtype=torch.float64) if gradients else None
         noises = torch.zeros(levels.numel(), n_copies, *x.shape) if keep_noise else None
-        for li, level in enumerate(levels.tolist()):
-            sigma = level * scale
+        for li, sigma in enumerate(sigmas):
             for start in range(0, n_copies, batch_size):
                 count = min(batch_size, n_copies - start)
-                xi = torch.stack([torch.randn(x.shape, generator=gen, device=gen_device) for _ in range(count)])
+                xi = gaussian_noise(x.shape, count, gen)
                 if noises is not None:
                     noises[li, start : start + count] = xi.cpu()
                 points = x0 + sigma * xi.to(device=device, dtype=x.dtype)
@@ -383,128 +384,13 @@ def flip_sweep(
                     ).cpu()
     return FlipSweep(
         noise_levels=levels,
-        sigmas=levels * scale,
+        sigmas=torch.tensor(sigmas, dtype=torch.float64),
         flipped=flipped,
         layout=layout,
         clean=clean[0].cpu(),
         noise=noises,
         cosine=cosine,
     )
-
-
-# ---------------------------------------------------------------------------
-# closed forms for one unit under Gaussian noise
-
-
-def _t(v: torch.Tensor | float | Sequence[float]) -> torch.Tensor:
-    return torch.as_tensor(v, dtype=torch.float64)
-
-
-def gaussian_cdf(z: torch.Tensor | float) -> torch.Tensor:
-    """The standard normal distribution function Phi(z), in float64."""
-    return torch.special.ndtr(_t(z))
-
-
-def _check_unit(w: torch.Tensor, sigma: torch.Tensor) -> None:
-    if bool((sigma < 0).any()):
-        raise ValueError("sigma must be >= 0")
-    if bool((w == 0).any()):
-        raise ValueError("w must be nonzero (with w = 0 the unit does not depend on x)")
-
-
-def smoothed_relu_derivative(
-    x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0
-) -> torch.Tensor:
-    """E[f'(x + eps)] for f(x) = relu(w x + b) and eps ~ N(0, sigma^2): ``w * Phi((w x + b) / (|w| sigma))``.
-
-    The expected gate of the unit is the probability that it is active, so the
-    averaged derivative is a probit-smoothed step; with ``sigma = 0`` it is the
-    step itself, ``w * 1[w x + b > 0]`` (autograd's convention at the kink). With
-    ``w = 1, b = 0`` it is ``Phi(x / sigma)``. Theorem of chapter 03-ReLUBoundaries.
-    """
-    x, w, b, sigma = _t(x), _t(w), _t(b), _t(sigma)
-    _check_unit(w, sigma)
-    z = w * x + b
-    s = w.abs() * sigma
-    gate = torch.where(s > 0, gaussian_cdf(z / torch.where(s > 0, s, 1.0)), (z > 0).double())
-    return w * gate
-
-
-def gate_probability(
-    z: torch.Tensor | float, s: torch.Tensor | float, lower: float = 0.0, upper: float | None = 6.0
-) -> torch.Tensor:
-    """Probability that a unit at pre-activation ``z`` is BETWEEN its kinks after z moves by N(0, s^2).
-
-    Equals ``Phi((upper - z) / s) - Phi((lower - z) / s)`` (the first term is 1 when
-    ``upper`` is None): the averaged 0/1 gate that a gradient passes through. With
-    ``s = 0`` it is the gate itself, ``1[lower < z < upper]``. Chapter 03-ReLUBoundaries.
-    """
-    z, s = _t(z), _t(s)
-    if bool((s < 0).any()):
-        raise ValueError("s must be >= 0")
-    safe = torch.where(s > 0, s, 1.0)
-    top = torch.ones_like(z) if upper is None else gaussian_cdf((upper - z) / safe)
-    smooth = top - gaussian_cdf((lower - z) / safe)
-    return torch.where(s > 0, smooth, (activation_states(z, lower, upper) == BETWEEN).double())
-
-
-def smoothed_relu6_derivative(
-    x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0, upper: float = 6.0
-) -> torch.Tensor:
-    """E[f'(x + eps)] for f(x) = relu6(w x + b), eps ~ N(0, sigma^2).
-
-    Equals ``w * (Phi(z / s) - Phi((z - upper) / s))`` with ``z = w x + b`` and
-    ``s = |w| sigma``: ``w`` times the probability that the unit lands strictly
-    between its two kinks (:func:`gate_probability`). With ``sigma = 0`` it is
-    ``w * 1[0 < z < upper]``. Theorem of chapter 03-ReLUBoundaries.
-    """
-    x, w, b, sigma = _t(x), _t(w), _t(b), _t(sigma)
-    _check_unit(w, sigma)
-    return w * gate_probability(w * x + b, w.abs() * sigma, 0.0, upper)
-
-
-def smoothed_relu(x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0) -> torch.Tensor:
-    """E[relu(w (x + eps) + b)] for eps ~ N(0, sigma^2): ``z Phi(z / s) + s phi(z / s)``.
-
-    Here ``z = w x + b`` and ``s = |w| sigma``; its derivative in x is
-    :func:`smoothed_relu_derivative`. With ``sigma = 0`` it is ``relu(z)``.
-    Chapter 03-ReLUBoundaries.
-    """
-    x, w, b, sigma = _t(x), _t(w), _t(b), _t(sigma)
-    if bool((sigma < 0).any()):
-        raise ValueError("sigma must be >= 0")
-    z = w * x + b
-    s = w.abs() * sigma
-    safe = torch.where(s > 0, s, 1.0)
-    u = z / safe
-    smooth = z * gaussian_cdf(u) + s * torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
-    return torch.where(s > 0, smooth, z.clamp(min=0))
-
-
-def flip_probability(
-    z: torch.Tensor | float, s: torch.Tensor | float, lower: float = 0.0, upper: float | None = 6.0
-) -> torch.Tensor:
-    """Probability that a unit at pre-activation ``z`` changes state when z moves by N(0, s^2).
-
-    The states are the intervals ``(-inf, lower]``, ``(lower, upper)`` and
-    ``[upper, inf)`` (no upper one if ``upper`` is None); the answer is one minus
-    the Gaussian mass of the interval that holds ``z``. For a first-layer unit,
-    whose pre-activation is affine in the input, ``s = sigma * ||row of the
-    Jacobian||`` exactly. Chapter 03-ReLUBoundaries.
-    """
-    z, s = _t(z), _t(s)
-    if bool((s < 0).any()):
-        raise ValueError("s must be >= 0")
-    state = activation_states(z, lower, upper)
-    inf = torch.full_like(z, math.inf)
-    low = torch.full_like(z, float(lower))
-    up = inf if upper is None else torch.full_like(z, float(upper))
-    # the interval of z's state; its end points carry no Gaussian mass
-    lo = torch.where(state == BELOW, -inf, torch.where(state == BETWEEN, low, up))
-    hi = torch.where(state == BELOW, low, torch.where(state == BETWEEN, up, inf))
-    safe = torch.where(s > 0, s, 1.0)
-    stay = gaussian_cdf((hi - z) / safe) - gaussian_cdf((lo - z) / safe)
-    return torch.where(s > 0, 1.0 - stay, torch.zeros_like(stay))
 
 
 def affine_row_norms(
@@ -526,11 +412,10 @@ def affine_row_norms(
     squared row norms exactly; the probes are made with ``dtype`` on ``device`` (those
     of ``fn``'s parameters). Returns a float64 tensor of the shape of one output. Under
     noise ``N(0, sigma^2 I)`` the output moves by ``N(0, (sigma * norm)^2)`` unit
-    by unit. Chapter 03-ReLUBoundaries.
+    by unit. Chapter 03, ReLU Boundaries.
     """
     c, h, w = (int(v) for v in input_shape)
-    if period < 1:
-        raise ValueError("period must be >= 1")
+    period = check_positive_int(period, "period")
     probes = torch.zeros(c * period * period + 1, c, h, w, dtype=dtype, device=device)
     k = 1
     for ch in range(c):

@@ -1,4 +1,4 @@
-"""The SmoothGrad explorer of chapter 02: builds without computing, draws the right map.
+"""The SmoothGrad explorer of chapter 02 (SmoothGrad): builds without computing, draws the right map.
 
 A tiny convolutional model on 16 x 16 images stands in for the classifier, so every
 test runs in milliseconds and nothing is downloaded.
@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 import gradsal
-from gradsal.interactive import SmoothGradExplorer, _uploaded_files, explorer
+from gradsal.widgets import SmoothGradExplorer, _uploaded_files, explorer
 
 ipywidgets = pytest.importorskip("ipywidgets")
 
@@ -142,3 +142,19 @@ def test_rejects_bad_arguments():
         SmoothGradExplorer(Counting(), {"a": torch.rand(3, 8, 8)}, n_samples=50, max_samples=10)
     with pytest.raises(ValueError, match="empty"):
         SmoothGradExplorer(Counting(), {})
+
+
+def test_target_is_the_eval_mode_prediction_and_the_mode_is_restored():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(3 * 16 * 16, 5)).train()
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = int(model.eval()(x[None]).argmax())
+    model.train()
+    ex = explorer(model, {"a": x}, n_samples=2, max_samples=4, image_size=16, class_names=CLASSES)
+    for seed in range(5):  # a train-mode prediction would follow the dropout draw
+        torch.manual_seed(seed)
+        ex._targets.clear()
+        ex.pools.clear()
+        assert ex.target_of("a") == expected
+    assert model.training and model[1].training

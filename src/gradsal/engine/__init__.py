@@ -1,0 +1,31 @@
+"""The execution engine: runs any attribution kernel over batches (appendix on performance).
+
+:mod:`~gradsal.engine.runner` cuts work into chunks, runs them on worker threads
+and hands results back in order; :mod:`~gradsal.engine.fastpath` holds the
+folded graph that makes each pass cheaper. Neither knows any method or noise.
+"""
+
+from .fastpath import FoldedGraph, fold_for_gradients, has_conv2d, native_bfloat16
+from .runner import (
+    DEFAULT_BATCH_SIZE,
+    MAX_CPU_WORKERS,
+    PRECISIONS,
+    Engine,
+    check_precision,
+    chunk_sizes,
+    open_engine,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_CPU_WORKERS",
+    "PRECISIONS",
+    "Engine",
+    "FoldedGraph",
+    "check_precision",
+    "chunk_sizes",
+    "fold_for_gradients",
+    "has_conv2d",
+    "native_bfloat16",
+    "open_engine",
+]

@@ -1,0 +1,110 @@
+"""Closed-form checks of gradsal.metrics.concentration (map summaries of chapter 01, The Vanilla Gradient)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradsal.metrics import concentration
+
+
+def one_hot(n: int = 100, at: int = 7) -> np.ndarray:
+    s = np.zeros(n)
+    s[at] = 3.0
+    return s
+
+
+def test_constant_map():
+    s = torch.full((10, 10), 0.5)
+    assert concentration.sparsity(s) == 0.0
+    assert concentration.max_mean_ratio(s) == pytest.approx(1.0)
+    assert concentration.top_mass(s, 0.05) == pytest.approx(0.05)
+    assert concentration.gini(s) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_single_pixel_map():
+    n = 100
+    s = one_hot(n)
+    assert concentration.sparsity(s) == pytest.approx((n - 1) / n)
+    assert concentration.max_mean_ratio(s) == pytest.approx(n)
+    assert concentration.top_mass(s, 0.01) == pytest.approx(1.0)
+    assert concentration.gini(s) == pytest.approx((n - 1) / n)
+
+
+@pytest.mark.parametrize("n", [2, 5, 64])
+def test_gini_of_arithmetic_sequence(n):
+    assert concentration.gini(np.arange(1, n + 1)) == pytest.approx((n - 1) / (3 * n))
+
+
+def test_gini_and_ratios_ignore_scale_and_order():
+    rng = np.random.default_rng(0)
+    s = rng.random((8, 8))
+    perm = rng.permutation(s.ravel())
+    for f in (concentration.gini, concentration.max_mean_ratio, concentration.top_mass, concentration.sparsity):
+        assert f(7.5 * s) == pytest.approx(f(s))
+        assert f(perm) == pytest.approx(f(s))
+
+
+def test_sparsity_threshold():
+    s = np.array([0.0, 0.05, 0.2, 0.5, 1.0])
+    assert concentration.sparsity(s, 0.1) == pytest.approx(2 / 5)
+    assert concentration.sparsity(s, 0.3) == pytest.approx(3 / 5)
+    assert concentration.sparsity(np.zeros(4)) == 0.0
+
+
+def test_top_mass_rounds_count_up():
+    s = np.array([4.0, 3.0, 2.0, 1.0])
+    assert concentration.top_mass(s, 0.25) == pytest.approx(0.4)
+    assert concentration.top_mass(s, 0.3) == pytest.approx(0.7)  # ceil(1.2) = 2 pixels
+    assert concentration.top_mass(s, 1.0) == pytest.approx(1.0)
+
+
+def test_percentiles_linear_interpolation():
+    p = concentration.percentiles(np.arange(101.0), q=(50, 90, 99.5))
+    assert p == {"p50": 50.0, "p90": 90.0, "p99.5": 99.5}
+
+
+def test_map_statistics_keys_and_values():
+    s = np.arange(1.0, 101.0)
+    out = concentration.map_statistics(s, threshold=0.1, fraction=0.05, q=(50, 90))
+    assert list(out) == ["sparsity", "max/mean", "top mass", "gini", "p50/max", "p90/max"]
+    assert out["sparsity"] == pytest.approx(0.09)  # values 1..9 are below 10
+    assert out["max/mean"] == pytest.approx(100 / 50.5)
+    assert out["top mass"] == pytest.approx(sum(range(96, 101)) / 5050)
+    assert out["p50/max"] == pytest.approx(50.5 / 100)
+
+
+def test_inputs_not_modified_and_torch_equals_numpy():
+    s = torch.rand(5, 5, generator=torch.Generator().manual_seed(0))
+    before = s.clone()
+    assert concentration.gini(s) == pytest.approx(concentration.gini(s.numpy()))
+    assert torch.equal(s, before)
+
+
+@pytest.mark.parametrize("bad", [np.array([]), np.array([1.0, np.nan]), np.array([1.0, -0.5])])
+def test_bad_maps_raise(bad):
+    with pytest.raises(ValueError):
+        concentration.gini(bad)
+
+
+def test_all_zero_map_and_bad_arguments_raise():
+    with pytest.raises(ValueError, match="all-zero"):
+        concentration.max_mean_ratio(np.zeros(3))
+    with pytest.raises(ValueError):
+        concentration.top_mass(np.ones(3), 0.0)
+    with pytest.raises(ValueError):
+        concentration.sparsity(np.ones(3), 1.5)
+    with pytest.raises(ValueError):
+        concentration.percentiles(np.ones(3), q=(101,))
+
+
+def test_gini_bounds_random():
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        s = rng.exponential(size=50)
+        g = concentration.gini(s)
+        assert 0 <= g <= (50 - 1) / 50
+    # an exponential distribution has Gini 1/2 in the large-sample limit
+    assert concentration.gini(rng.exponential(size=200_000)) == pytest.approx(0.5, abs=0.01)
+    assert math.isclose(concentration.gini(np.array([0.0, 1.0])), 0.5)
