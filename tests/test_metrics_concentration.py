@@ -108,3 +108,22 @@ def test_gini_bounds_random():
     # an exponential distribution has Gini 1/2 in the large-sample limit
     assert concentration.gini(rng.exponential(size=200_000)) == pytest.approx(0.5, abs=0.01)
     assert math.isclose(concentration.gini(np.array([0.0, 1.0])), 0.5)
+
+
+def test_neighbour_correlation_of_speckle_smooth_and_upsampled_maps():
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from gradsal.metrics import neighbour_correlation
+
+    rng = np.random.default_rng(0)
+    speckle = rng.random((64, 64))
+    assert abs(neighbour_correlation(speckle)) < 0.05
+    yy, xx = np.mgrid[:64, :64]
+    assert neighbour_correlation(np.sin(xx / 10.0) + np.cos(yy / 10.0)) > 0.98
+    coarse = torch.from_numpy(rng.random((1, 1, 7, 7)))
+    up = F.interpolate(coarse, size=(224, 224), mode="bilinear", align_corners=False)[0, 0]
+    assert neighbour_correlation(up) > 0.99
+    with pytest.raises(ValueError, match="constant"):
+        neighbour_correlation(np.ones((8, 8)))

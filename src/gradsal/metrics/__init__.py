@@ -17,7 +17,15 @@ Every public name is re-exported here, e.g. ``gradsal.metrics.spearman``.
 """
 
 from .baselines import random_map, sobel_map
-from .concentration import gini, map_statistics, max_mean_ratio, percentiles, sparsity, top_mass
+from .concentration import (
+    gini,
+    map_statistics,
+    max_mean_ratio,
+    neighbour_correlation,
+    percentiles,
+    sparsity,
+    top_mass,
+)
 from .faithfulness import (
     CURVE_KINDS,
     Curve,
@@ -54,6 +62,7 @@ __all__ = [
     "paired_difference",
     "max_mean_ratio",
     "max_sensitivity",
+    "neighbour_correlation",
     "percentiles",
     "perturbation_curve",
     "perturbation_curves",
