@@ -37,16 +37,25 @@ PHOTO = "cat"
 SEED = 0
 
 # The targets set for this work; the main table says which are met.
-TARGETS = MappingProxyType({"vs_seed": 3.0, "vs_captum_best": 1.8, "floor_ratio": 1.15, "peak_mb": 1200.0})
+TARGETS = MappingProxyType(
+    {
+        "vs_seed": 3.0,
+        "vs_captum_best": 1.8,
+        "floor_ratio": 1.15,
+        "peak_mb": 1200.0,
+    }
+)
 
 # The graphs a floor can run: gradsal's ("folded") and the model as given ("plain"),
 # and for the ablation each of the two changes on its own.
-GRAPHS = MappingProxyType({
-    "plain": "model as given",
-    "cl": "model as given, channels-last",
-    "foldednchw": "BN and pads folded, default layout",
-    "folded": "gradsal's rewritten graph",
-})
+GRAPHS = MappingProxyType(
+    {
+        "plain": "model as given",
+        "cl": "model as given, channels-last",
+        "foldednchw": "BN and pads folded, default layout",
+        "folded": "gradsal's rewritten graph",
+    }
+)
 # "intra": one pass at a time on all threads; "workers": gradsal's worker threads.
 ARRANGEMENTS = ("intra", "workers")
 
@@ -89,7 +98,11 @@ class Captum:
         return f"captum:{self.batch}"
 
     def describe(self, n_samples: int = N_SAMPLES) -> tuple[str, str]:
-        batch = f"None (all {n_samples} at once)" if self.batch is None else str(self.batch)
+        batch = (
+            f"None (all {n_samples} at once)"
+            if self.batch is None
+            else str(self.batch)
+        )
         return "(b) Captum NoiseTunnel(Saliency)", f"batch {batch}"
 
 
@@ -103,7 +116,9 @@ class Gradsal:
 
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be 'default' or one of {PRECISIONS}; got {self.precision!r}")
+            raise ValueError(
+                f"precision must be 'default' or one of {PRECISIONS}; got {self.precision!r}"
+            )
         if self.batch is not None:
             _positive(self.batch, "gradsal's batch")
 
@@ -123,7 +138,11 @@ class Gradsal:
     def describe(self, n_samples: int = N_SAMPLES) -> tuple[str, str]:
         precision = "auto" if self.precision is None else self.precision
         batch = DEFAULT_BATCH_SIZE if self.batch is None else self.batch
-        default = " (defaults)" if self.precision is None and self.batch is None else ""
+        default = (
+            " (defaults)"
+            if self.precision is None and self.batch is None
+            else ""
+        )
         return "(c) gradsal.smoothgrad", f"{precision}, batch {batch}{default}"
 
 
@@ -138,9 +157,13 @@ class Floor:
 
     def __post_init__(self) -> None:
         if self.graph not in GRAPHS:
-            raise ValueError(f"graph must be one of {tuple(GRAPHS)}; got {self.graph!r}")
+            raise ValueError(
+                f"graph must be one of {tuple(GRAPHS)}; got {self.graph!r}"
+            )
         if self.arrangement not in ARRANGEMENTS:
-            raise ValueError(f"arrangement must be one of {ARRANGEMENTS}; got {self.arrangement!r}")
+            raise ValueError(
+                f"arrangement must be one of {ARRANGEMENTS}; got {self.arrangement!r}"
+            )
         _positive(self.batch, "the floor's batch")
 
     @property
@@ -153,7 +176,11 @@ class Floor:
         return f"floor:{self.graph}:{self.arrangement}:{self.batch}"
 
     def describe(self, n_samples: int = N_SAMPLES) -> tuple[str, str]:
-        threads = "all threads" if self.arrangement == "intra" else f"{self.workers} workers"
+        threads = (
+            "all threads"
+            if self.arrangement == "intra"
+            else f"{self.workers} workers"
+        )
         return f"floor: {GRAPHS[self.graph]}", f"batch {self.batch}, {threads}"
 
 
@@ -168,7 +195,9 @@ def _batch(text: str, default_word: str | None = None) -> int | None:
     if default_word is not None and text == default_word:
         return None
     if not text.isdigit():
-        words = "a positive integer" + ("" if default_word is None else f" or {default_word!r}")
+        words = "a positive integer" + (
+            "" if default_word is None else f" or {default_word!r}"
+        )
         raise ValueError(f"batch must be {words}; got {text!r}")
     return int(text)
 
@@ -182,19 +211,29 @@ def parse_case(key: str) -> Case:
         if kind == "captum" and len(args) == 1:
             return Captum(_batch(args[0], "None"))
         if kind == "gradsal" and len(args) == 2:
-            return Gradsal(None if args[0] == "default" else args[0], _batch(args[1], "default"))
+            return Gradsal(
+                None if args[0] == "default" else args[0],
+                _batch(args[1], "default"),
+            )
         if kind == "floor" and len(args) == 3:
             return Floor(args[0], args[1], _batch(args[2]))
     except ValueError as err:
         raise ValueError(f"bad configuration {key!r}: {err}") from None
-    raise ValueError(f"unknown configuration {key!r}; a configuration is {KEY_FORMS}")
+    raise ValueError(
+        f"unknown configuration {key!r}; a configuration is {KEY_FORMS}"
+    )
 
 
 # The ablation table: the floor of each graph at 2 workers, batch 3 (in the full CPU sweep).
-ABLATION = tuple(Floor(graph, "workers", 3) for graph in ("plain", "cl", "foldednchw", "folded"))
+ABLATION = tuple(
+    Floor(graph, "workers", 3)
+    for graph in ("plain", "cl", "foldednchw", "folded")
+)
 
 
-def sweep_cases(device: str, quick: bool = False, native_bfloat16: bool = False) -> tuple[Case, ...]:
+def sweep_cases(
+    device: str, quick: bool = False, native_bfloat16: bool = False
+) -> tuple[Case, ...]:
     """What the sweep times, to find each method's best setting (emulated bfloat16,
     about 15 times slower on the CPU, is not worth timing)."""
     precisions = ["auto", "float32"]
@@ -203,34 +242,53 @@ def sweep_cases(device: str, quick: bool = False, native_bfloat16: bool = False)
     if device == "cuda":
         captum = [10, 25, None]
         gradsal = {p: [5, 10, 25, 50] for p in precisions}
-        floors = {("plain", "intra"): [5, 10, 25, 50], ("folded", "intra"): [5, 10, 25, 50]}
+        floors = {
+            ("plain", "intra"): [5, 10, 25, 50],
+            ("folded", "intra"): [5, 10, 25, 50],
+        }
     elif quick:
         captum = [5, None]
         gradsal = {"auto": [3, 5], "float32": [5]}
         floors = {("plain", "intra"): [5], ("folded", "workers"): [3, 5]}
     else:
         captum = [1, 5, 10, 25, None]
-        gradsal = {p: [2, 3, 4, 5, 8] if p == "auto" else [3, 5] for p in precisions}
+        gradsal = {
+            p: [2, 3, 4, 5, 8] if p == "auto" else [3, 5] for p in precisions
+        }
         floors = {
             ("plain", "intra"): [3, 5, 10],
             ("plain", "workers"): [3],
             ("folded", "intra"): [5],
             ("folded", "workers"): [2, 3, 4, 5],
-            ("cl", "workers"): [3],  # the ablation: what layout and folding each give
+            ("cl", "workers"): [
+                3
+            ],  # the ablation: what layout and folding each give
             ("foldednchw", "workers"): [3],
         }
     return (
         *(Captum(b) for b in captum),
         *(Gradsal(p, b) for p, batches in gradsal.items() for b in batches),
-        *(Floor(g, a, b) for (g, a), batches in floors.items() for b in batches),
+        *(
+            Floor(g, a, b)
+            for (g, a), batches in floors.items()
+            for b in batches
+        ),
     )
 
 
 def final_rows(best: Mapping[str, str]) -> list[tuple[str, str]]:
     """The (role, key) rows of the main table, each once, from the best settings of the
     sweep (``best``: captum, gradsal, floor_plain and floor_folded, as keys)."""
-    keys = ["seed", Captum().key, best["captum"], REFERENCE.key, best["gradsal"], Gradsal("float32").key,
-            best["floor_plain"], best["floor_folded"]]
+    keys = [
+        "seed",
+        Captum().key,
+        best["captum"],
+        REFERENCE.key,
+        best["gradsal"],
+        Gradsal("float32").key,
+        best["floor_plain"],
+        best["floor_folded"],
+    ]
     rows: list[tuple[str, str]] = []
     for key in dict.fromkeys(keys):
         rows.append((parse_case(key).role, key))
@@ -255,11 +313,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda'; got {self.device!r}")
+            raise ValueError(
+                f"device must be 'cpu' or 'cuda'; got {self.device!r}"
+            )
         _positive(self.n_samples, "n_samples")
         _positive(self.repeats, "repeats")
         if not self.quiet_wait_s >= 0:
-            raise ValueError(f"quiet_wait_s must be >= 0; got {self.quiet_wait_s!r}")
+            raise ValueError(
+                f"quiet_wait_s must be >= 0; got {self.quiet_wait_s!r}"
+            )
 
     @property
     def rounds(self) -> int:
@@ -283,7 +345,9 @@ class Settings:
 
 def _positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer; got {text!r}"
+        )
     return int(text)
 
 
@@ -293,7 +357,9 @@ def _non_negative(text: str) -> float:
     except ValueError:
         value = float("nan")
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be a number >= 0; got {text!r}"
+        )
     return value
 
 
@@ -306,36 +372,93 @@ def _case(key: str) -> Case:
 
 def parser(description: str | None = None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--out", type=Path, default=Settings.out,
-                    help="folder for <device>.md, <device>_sweep.md, <device>.json")
-    ap.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available")
-    ap.add_argument("--repeats", type=_positive_int, default=Settings.repeats,
-                    help="interleaved rounds for the final rows")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, small sweeps")
-    ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
-    ap.add_argument("--quiet-wait", type=_non_negative, default=0.0, metavar="S",
-                    help="on a shared machine, wait up to S seconds before each round until no other task runs")
-    ap.add_argument("--profile-only", action="store_true", help="only write <out>/<device>_profile.md")
-    ap.add_argument("--n-samples", type=_positive_int, default=N_SAMPLES,
-                    help=f"noisy copies ({N_SAMPLES}; fewer only for smoke tests)")
-    ap.add_argument("--render-only", action="store_true",
-                    help="write the tables again from <out>/<device>.json, without timing anything")
-    ap.add_argument("--no-alternatives", action="store_true", help="skip bench/alternatives.py (bfloat16, torch.compile)")
-    ap.add_argument("--memory-child", type=_case, default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Settings.out,
+        help="folder for <device>.md, <device>_sweep.md, <device>.json",
+    )
+    ap.add_argument(
+        "--device",
+        default=None,
+        choices=("cpu", "cuda"),
+        help="default: cuda if available",
+    )
+    ap.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=Settings.repeats,
+        help="interleaved rounds for the final rows",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2 rounds, small sweeps",
+    )
+    ap.add_argument(
+        "--no-memory", action="store_true", help="skip the memory subprocesses"
+    )
+    ap.add_argument(
+        "--quiet-wait",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="on a shared machine, wait up to S seconds before each round until no other task runs",
+    )
+    ap.add_argument(
+        "--profile-only",
+        action="store_true",
+        help="only write <out>/<device>_profile.md",
+    )
+    ap.add_argument(
+        "--n-samples",
+        type=_positive_int,
+        default=N_SAMPLES,
+        help=f"noisy copies ({N_SAMPLES}; fewer only for smoke tests)",
+    )
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="write the tables again from <out>/<device>.json, without timing anything",
+    )
+    ap.add_argument(
+        "--no-alternatives",
+        action="store_true",
+        help="skip bench/alternatives.py (bfloat16, torch.compile)",
+    )
+    ap.add_argument(
+        "--memory-child", type=_case, default=None, help=argparse.SUPPRESS
+    )
     return ap
 
 
-def parse_args(argv: Sequence[str] | None = None, description: str | None = None) -> Settings:
+def parse_args(
+    argv: Sequence[str] | None = None, description: str | None = None
+) -> Settings:
     """The settings of one invocation; a bad option exits with argparse's usage and a message."""
     ap = parser(description)
     args = ap.parse_args(argv)
     device = args.device
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not args.render_only and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device is available (--render-only needs none)")
+    elif (
+        device == "cuda"
+        and not args.render_only
+        and not torch.cuda.is_available()
+    ):
+        ap.error(
+            "--device cuda: no CUDA device is available (--render-only needs none)"
+        )
     return Settings(
-        out=args.out, device=device, n_samples=args.n_samples, repeats=args.repeats, quick=args.quick,
-        memory=not args.no_memory, quiet_wait_s=args.quiet_wait, profile_only=args.profile_only,
-        render_only=args.render_only, alternatives=not args.no_alternatives, memory_child=args.memory_child,
+        out=args.out,
+        device=device,
+        n_samples=args.n_samples,
+        repeats=args.repeats,
+        quick=args.quick,
+        memory=not args.no_memory,
+        quiet_wait_s=args.quiet_wait,
+        profile_only=args.profile_only,
+        render_only=args.render_only,
+        alternatives=not args.no_alternatives,
+        memory_child=args.memory_child,
     )

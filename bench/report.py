@@ -23,13 +23,26 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .configurations import ABLATION, GRAPHS, REFERENCE, TARGETS, Floor, parse_case
+from .configurations import (
+    ABLATION,
+    GRAPHS,
+    REFERENCE,
+    TARGETS,
+    Floor,
+    parse_case,
+)
 
-Times = Mapping[str, Mapping[str, Sequence[float]]]  # {key: {"wall_s": [...], "cpu_s": [...]}}
+Times = Mapping[
+    str, Mapping[str, Sequence[float]]
+]  # {key: {"wall_s": [...], "cpu_s": [...]}}
 
 # Where each method's best setting of the sweep is looked for, by key prefix.
-BEST_PREFIXES = {"captum": "captum:", "gradsal": "gradsal:", "floor_plain": "floor:plain:",
-                 "floor_folded": "floor:folded:"}
+BEST_PREFIXES = {
+    "captum": "captum:",
+    "gradsal": "gradsal:",
+    "floor_plain": "floor:plain:",
+    "floor_folded": "floor:folded:",
+}
 
 
 def med(v: Sequence[float]) -> float:
@@ -50,7 +63,12 @@ def best_settings(sweep: Times) -> dict[str, str]:
 
 def summarize(data: Mapping) -> dict:
     """The ratios of the medians that the appendix quotes, for gradsal's defaults."""
-    final, best, mem, n = data["final"], data["best"], data["memory"], data["n_samples"]
+    final, best, mem, n = (
+        data["final"],
+        data["best"],
+        data["memory"],
+        data["n_samples"],
+    )
     ref = REFERENCE.key
     t = {k: med(v["wall_s"]) for k, v in final.items()}
     floor_best = min(t[best["floor_plain"]], t[best["floor_folded"]])
@@ -68,17 +86,29 @@ def summarize(data: Mapping) -> dict:
 
 
 def sweep_table(sweep: Times, title: str, n_samples: int) -> str:
-    lines = [f"| {title} | setting | median, N = {n_samples} (s) | fastest (s) | per copy (ms) |",
-             "|---|---|---:|---:|---:|"]
+    lines = [
+        f"| {title} | setting | median, N = {n_samples} (s) | fastest (s) | per copy (ms) |",
+        "|---|---|---:|---:|---:|",
+    ]
     for k, v in sweep.items():
         name, setting = parse_case(k).describe(n_samples)
-        name = name.split(") ", 1)[-1]  # the sweep tables group one method each: no (a)/(b)/(c)
+        name = name.split(") ", 1)[
+            -1
+        ]  # the sweep tables group one method each: no (a)/(b)/(c)
         per = med(v["wall_s"]) / n_samples * 1000
-        lines.append(f"| {name} | {setting} | {med(v['wall_s']):.2f} | {min(v['wall_s']):.2f} | {per:.1f} |")
+        lines.append(
+            f"| {name} | {setting} | {med(v['wall_s']):.2f} | {min(v['wall_s']):.2f} | {per:.1f} |"
+        )
     return "\n".join(lines)
 
 
-def main_table(rows: Sequence[Sequence[str]], final: Times, mem: Mapping, device: str, n_samples: int) -> str:
+def main_table(
+    rows: Sequence[Sequence[str]],
+    final: Times,
+    mem: Mapping,
+    device: str,
+    n_samples: int,
+) -> str:
     ref = med(final[REFERENCE.key]["wall_s"])
     mem_head = "peak GPU memory (MB)" if device == "cuda" else "peak RSS (MB)"
     lines = [
@@ -91,8 +121,10 @@ def main_table(rows: Sequence[Sequence[str]], final: Times, mem: Mapping, device
         peak = m.get("peak_mb", float("nan"))
         extra = f" (+{m['increase_mb']:.0f})" if "increase_mb" in m else ""
         name, setting = parse_case(k).describe(n_samples)
-        lines.append(f"| {name} | {setting} | {med(v):.2f} | {min(v):.2f}-{max(v):.2f} | {med(v) / ref:.2f} | "
-                     f"{peak:.0f}{extra} |")
+        lines.append(
+            f"| {name} | {setting} | {med(v):.2f} | {min(v):.2f}-{max(v):.2f} | {med(v) / ref:.2f} | "
+            f"{peak:.0f}{extra} |"
+        )
     return "\n".join(lines)
 
 
@@ -102,10 +134,15 @@ def ablation_table(sweep: Times, n_samples: int) -> str | None:
     if not all(k in sweep for k in keys):
         return None
     base = med(sweep[keys[0]]["wall_s"])
-    lines = ["| graph (2 workers, batch 3) | per copy (ms) | speed-up over the model as given |", "|---|---:|---:|"]
+    lines = [
+        "| graph (2 workers, batch 3) | per copy (ms) | speed-up over the model as given |",
+        "|---|---:|---:|",
+    ]
     for case in ABLATION:
         t = med(sweep[case.key]["wall_s"])
-        lines.append(f"| {GRAPHS[case.graph]} | {t / n_samples * 1000:.1f} | {base / t:.2f}x |")
+        lines.append(
+            f"| {GRAPHS[case.graph]} | {t / n_samples * 1000:.1f} | {base / t:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -115,8 +152,10 @@ def _header(data: Mapping) -> str:
     rounds = len(data["final"][REFERENCE.key]["wall_s"])
     load = ""
     if "load_average_start" in env:
-        load = (f" Load average (1 min) at start {env['load_average_start'][0]:.1f}, at end "
-                f"{env.get('load_average_end', [float('nan')])[0]:.1f}.")
+        load = (
+            f" Load average (1 min) at start {env['load_average_start'][0]:.1f}, at end "
+            f"{env.get('load_average_end', [float('nan')])[0]:.1f}."
+        )
     return (
         f"EfficientNet-Lite0, {data['photo']} photo at 224 x 224, N = {n}, noise level {data['noise_level']}; "
         f"{title}, {env['cpu_count']} logical CPUs, torch {env['torch']} ({env['torch_threads']} threads), "
@@ -145,20 +184,28 @@ def _checks(summary: Mapping, n_samples: int) -> str:
     s = summary
     captum_setting = parse_case(s["captum_best"]).describe(n_samples)[1]
     checks = [
-        (f"- gradsal default vs the starting material's loop: **{s['speedup_vs_seed']:.2f}x** faster "
-         f"(target >= {TARGETS['vs_seed']}x: {ok(s['speedup_vs_seed'] >= TARGETS['vs_seed'])})."),
-        (f"- vs Captum at its default batch: **{s['speedup_vs_captum_default']:.2f}x**; vs Captum at its best "
-         f"batch ({captum_setting}): **{s['speedup_vs_captum_best']:.2f}x** "
-         f"(target >= {TARGETS['vs_captum_best']}x: {ok(s['speedup_vs_captum_best'] >= TARGETS['vs_captum_best'])})."),
-        (f"- time per copy over the cost floor ({s['floor_per_copy_ms']:.1f} ms per copy): "
-         f"**{s['ratio_to_floor']:.2f}** (target <= {TARGETS['floor_ratio']}: "
-         f"{ok(s['ratio_to_floor'] <= TARGETS['floor_ratio'])}); over the floor of the model as given: "
-         f"{s['ratio_to_floor_model_as_given']:.2f}."),
+        (
+            f"- gradsal default vs the starting material's loop: **{s['speedup_vs_seed']:.2f}x** faster "
+            f"(target >= {TARGETS['vs_seed']}x: {ok(s['speedup_vs_seed'] >= TARGETS['vs_seed'])})."
+        ),
+        (
+            f"- vs Captum at its default batch: **{s['speedup_vs_captum_default']:.2f}x**; vs Captum at its best "
+            f"batch ({captum_setting}): **{s['speedup_vs_captum_best']:.2f}x** "
+            f"(target >= {TARGETS['vs_captum_best']}x: {ok(s['speedup_vs_captum_best'] >= TARGETS['vs_captum_best'])})."
+        ),
+        (
+            f"- time per copy over the cost floor ({s['floor_per_copy_ms']:.1f} ms per copy): "
+            f"**{s['ratio_to_floor']:.2f}** (target <= {TARGETS['floor_ratio']}: "
+            f"{ok(s['ratio_to_floor'] <= TARGETS['floor_ratio'])}); over the floor of the model as given: "
+            f"{s['ratio_to_floor_model_as_given']:.2f}."
+        ),
     ]
     peak = s["gradsal_peak_mb"]
     if peak is not None:
-        checks.append(f"- gradsal default peak memory: **{peak:.0f} MB** (target < {TARGETS['peak_mb']:.0f} MB: "
-                      f"{ok(peak < TARGETS['peak_mb'])}).")
+        checks.append(
+            f"- gradsal default peak memory: **{peak:.0f} MB** (target < {TARGETS['peak_mb']:.0f} MB: "
+            f"{ok(peak < TARGETS['peak_mb'])})."
+        )
     return "\n".join(checks)
 
 
@@ -167,29 +214,66 @@ def render(out: Path, name: str, data: dict) -> str:
     measurements in ``data`` (its ``summary`` recomputed); returns the main table."""
     out = Path(out)
     data["summary"] = summarize(data)
-    n, device, sweep = data["n_samples"], data["environment"]["device"], data["sweep"]
+    n, device, sweep = (
+        data["n_samples"],
+        data["environment"]["device"],
+        data["sweep"],
+    )
     sweep_rounds = min(len(v["wall_s"]) for v in sweep.values())
-    md = "\n\n".join([
-        _header(data),
-        main_table(data["rows"], data["final"], data["memory"], device, n),
-        _memory_note(device) + " Range: fastest to slowest round. Produced by `python bench/smoothgrad_bench.py`.",
-        _checks(data["summary"], n),
-    ]) + "\n"
+    md = (
+        "\n\n".join(
+            [
+                _header(data),
+                main_table(
+                    data["rows"], data["final"], data["memory"], device, n
+                ),
+                _memory_note(device)
+                + " Range: fastest to slowest round. Produced by `python bench/smoothgrad_bench.py`.",
+                _checks(data["summary"], n),
+            ]
+        )
+        + "\n"
+    )
     (out / f"{name}.md").write_text(md)
 
     ablation = ablation_table(sweep, n)
     if ablation:
         (out / f"{name}_ablation.md").write_text(
-            ablation + f"\n\nForward + input gradient only, {sweep_rounds} interleaved round(s); from the sweep of "
-            "`python bench/smoothgrad_bench.py`.\n")
-    sweep_md = "\n\n".join([
-        (f"Sweep ({sweep_rounds} interleaved round(s) each; same setting as the main table). The best setting of "
-         "each method is the one with the fastest round."),
-        *(sweep_table({k: v for k, v in sweep.items() if k.startswith(prefix)}, title, n)
-          for prefix, title in (("captum", "Captum"), ("gradsal", "gradsal"), ("floor", "floor"))),
-    ]) + "\n"
+            ablation
+            + f"\n\nForward + input gradient only, {sweep_rounds} interleaved round(s); from the sweep of "
+            "`python bench/smoothgrad_bench.py`.\n"
+        )
+    sweep_md = (
+        "\n\n".join(
+            [
+                (
+                    f"Sweep ({sweep_rounds} interleaved round(s) each; same setting as the main table). The best setting of "
+                    "each method is the one with the fastest round."
+                ),
+                *(
+                    sweep_table(
+                        {
+                            k: v
+                            for k, v in sweep.items()
+                            if k.startswith(prefix)
+                        },
+                        title,
+                        n,
+                    )
+                    for prefix, title in (
+                        ("captum", "Captum"),
+                        ("gradsal", "gradsal"),
+                        ("floor", "floor"),
+                    )
+                ),
+            ]
+        )
+        + "\n"
+    )
     (out / f"{name}_sweep.md").write_text(sweep_md)
-    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (out / f"{name}.json").write_text(
+        json.dumps(data, indent=1, default=str) + "\n"
+    )
     return md
 
 
@@ -197,12 +281,20 @@ def load(out: Path, name: str) -> dict:
     """The measurements saved in ``<out>/<name>.json``, for :func:`render`."""
     path = Path(out) / f"{name}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no saved measurements at {path}; run the benchmark first")
+        raise FileNotFoundError(
+            f"no saved measurements at {path}; run the benchmark first"
+        )
     data = json.loads(path.read_text())
-    if "best" not in data:  # saved before the best settings were stored: they are in rows and summary
+    if (
+        "best" not in data
+    ):  # saved before the best settings were stored: they are in rows and summary
         floors = [k for role, k in data["rows"] if role == Floor.role]
-        data["best"] = {"captum": data["summary"]["captum_best"], "gradsal": data["summary"]["gradsal_best"],
-                        "floor_plain": floors[0], "floor_folded": floors[-1]}
+        data["best"] = {
+            "captum": data["summary"]["captum_best"],
+            "gradsal": data["summary"]["gradsal_best"],
+            "floor_plain": floors[0],
+            "floor_folded": floors[-1],
+        }
     return data
 
 
@@ -211,16 +303,25 @@ def profile_table(profile: Mapping, rows: int = 12) -> str:
     of the slowest operators, and on the CPU how fast the 1 x 1 convolutions ran."""
     ops, n = profile["operators"], profile["n_samples"]
     total = sum(op["self_us"] for op in ops)
-    lines = ["| operator | share of time | calls per copy |", "|---|---:|---:|"]
+    lines = [
+        "| operator | share of time | calls per copy |",
+        "|---|---:|---:|",
+    ]
     for op in ops[:rows]:
-        lines.append(f"| `{op['name']}` | {op['self_us'] / total:.1%} | {op['count'] / n:.1f} |")
+        lines.append(
+            f"| `{op['name']}` | {op['self_us'] / total:.1%} | {op['count'] / n:.1f} |"
+        )
     rest = sum(op["self_us"] for op in ops[rows:])
     lines.append(f"| everything else | {rest / total:.1%} | |")
-    note = (f"\n\ntorch.profiler, self time per operator, one thread, batch {profile['batch']}, forward and "
-            "input gradient of gradsal's rewritten graph (`python bench/smoothgrad_bench.py`).")
+    note = (
+        f"\n\ntorch.profiler, self time per operator, one thread, batch {profile['batch']}, forward and "
+        "input gradient of gradsal's rewritten graph (`python bench/smoothgrad_bench.py`)."
+    )
     pw = profile.get("pointwise")
     if pw:
-        note += (f" The 1 x 1 convolutions ({pw['gflop_per_copy']:.2f} GFLOP per copy, forward and input gradient) "
-                 f"ran at {pw['gflops']:.0f} GFLOP/s, {pw['gflops'] / pw['mm_gflops']:.0%} of a 1024 x 1024 "
-                 f"single-thread matrix product on this processor ({pw['mm_gflops']:.0f} GFLOP/s).")
+        note += (
+            f" The 1 x 1 convolutions ({pw['gflop_per_copy']:.2f} GFLOP per copy, forward and input gradient) "
+            f"ran at {pw['gflops']:.0f} GFLOP/s, {pw['gflops'] / pw['mm_gflops']:.0%} of a 1024 x 1024 "
+            f"single-thread matrix product on this processor ({pw['mm_gflops']:.0f} GFLOP/s)."
+        )
     return "\n".join(lines) + note + "\n"

@@ -34,7 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python bench/smoothgrad_bench.py`: make the package `bench` importable
+if (
+    __package__ in (None, "")
+):  # run as `python bench/smoothgrad_bench.py`: make the package `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import configurations, report, timing
@@ -49,24 +51,46 @@ def measure(settings: Settings, log: timing.Log) -> dict:
     log(f"environment: {env}")
     ctx = timing.Context(settings.device, settings.n_samples)
 
-    cases = configurations.sweep_cases(settings.device, settings.quick, env["native_bfloat16"])
+    cases = configurations.sweep_cases(
+        settings.device, settings.quick, env["native_bfloat16"]
+    )
     log(f"sweep: {len(cases)} configurations x {settings.sweep_rounds} rounds")
-    sweep = timing.timed(ctx, cases, settings.sweep_rounds, log, settings.quiet_wait_s)
+    sweep = timing.timed(
+        ctx, cases, settings.sweep_rounds, log, settings.quiet_wait_s
+    )
     best = report.best_settings(sweep)
 
     rows = configurations.final_rows(best)
     keys = [k for _, k in rows]
     log(f"final: {keys} x {settings.rounds} rounds")
-    final = timing.timed(ctx, map(configurations.parse_case, keys), settings.rounds, log, settings.quiet_wait_s)
-    mem = timing.memory(keys, settings.device, settings.n_samples, log) if settings.memory else {}
+    final = timing.timed(
+        ctx,
+        map(configurations.parse_case, keys),
+        settings.rounds,
+        log,
+        settings.quiet_wait_s,
+    )
+    mem = (
+        timing.memory(keys, settings.device, settings.n_samples, log)
+        if settings.memory
+        else {}
+    )
     if settings.profile:
         log("profile")
         write_profile(settings, ctx)
 
     timing.finish_environment(env, time.perf_counter() - t_start)
-    return {"environment": env, "n_samples": settings.n_samples, "noise_level": configurations.NOISE_LEVEL,
-            "photo": configurations.PHOTO, "rows": rows, "final": final, "sweep": sweep, "memory": mem,
-            "best": best}
+    return {
+        "environment": env,
+        "n_samples": settings.n_samples,
+        "noise_level": configurations.NOISE_LEVEL,
+        "photo": configurations.PHOTO,
+        "rows": rows,
+        "final": final,
+        "sweep": sweep,
+        "memory": mem,
+        "best": best,
+    }
 
 
 def write_profile(settings: Settings, ctx: timing.Context) -> Path:
@@ -76,14 +100,28 @@ def write_profile(settings: Settings, ctx: timing.Context) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = configurations.parse_args(argv, description=__doc__.split("\n\n")[0])
+    settings = configurations.parse_args(
+        argv, description=__doc__.split("\n\n")[0]
+    )
     if settings.memory_child is not None:
-        print(json.dumps(timing.memory_child(settings.memory_child, settings.device, settings.n_samples)))
+        print(
+            json.dumps(
+                timing.memory_child(
+                    settings.memory_child, settings.device, settings.n_samples
+                )
+            )
+        )
         return 0
 
     settings.out.mkdir(parents=True, exist_ok=True)
     if settings.render_only:
-        print(report.render(settings.out, settings.device, report.load(settings.out, settings.device)))
+        print(
+            report.render(
+                settings.out,
+                settings.device,
+                report.load(settings.out, settings.device),
+            )
+        )
         return 0
 
     t_start = time.perf_counter()
@@ -92,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
     if settings.profile_only:
-        log(f"wrote {write_profile(settings, timing.Context(settings.device, settings.n_samples))}")
+        log(
+            f"wrote {write_profile(settings, timing.Context(settings.device, settings.n_samples))}"
+        )
         return 0
     md = report.render(settings.out, settings.device, measure(settings, log))
     name = settings.out / settings.device
@@ -101,7 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     if settings.run_alternatives:
         # What was tried and left out, in a fresh process (torch.compile changes global state).
         script = Path(__file__).with_name("alternatives.py")
-        return subprocess.call([sys.executable, str(script), "--out", str(settings.out), "--device", settings.device])
+        return subprocess.call(
+            [
+                sys.executable,
+                str(script),
+                "--out",
+                str(settings.out),
+                "--device",
+                settings.device,
+            ]
+        )
     return 0
 
 

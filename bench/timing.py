@@ -117,7 +117,11 @@ def captum(ctx: Context, case: Captum) -> Runner:
 
     def run():
         result = nt.attribute(
-            x, nt_type="smoothgrad", nt_samples=ctx.n_samples, nt_samples_batch_size=case.batch, stdevs=ctx.sigma,
+            x,
+            nt_type="smoothgrad",
+            nt_samples=ctx.n_samples,
+            nt_samples_batch_size=case.batch,
+            stdevs=ctx.sigma,
             target=ctx.target,
         )
         ctx.sync()
@@ -130,24 +134,38 @@ def smoothgrad(ctx: Context, case: Gradsal) -> Runner:
     kw = case.kwargs()
 
     def run():
-        result = gradsal.smoothgrad(ctx.model, ctx.x, n_samples=ctx.n_samples, noise_level=NOISE_LEVEL,
-                                    generator=SEED, **kw)
+        result = gradsal.smoothgrad(
+            ctx.model,
+            ctx.x,
+            n_samples=ctx.n_samples,
+            noise_level=NOISE_LEVEL,
+            generator=SEED,
+            **kw,
+        )
         ctx.sync()
         return result
 
     return run
 
 
-def _floor_graph(ctx: Context, graph: str) -> tuple[torch.nn.Module, torch.memory_format]:
+def _floor_graph(
+    ctx: Context, graph: str
+) -> tuple[torch.nn.Module, torch.memory_format]:
     """The module a floor runs, and the memory layout of its inputs."""
     cpu = ctx.device.type == "cpu"
-    if graph == "folded":  # gradsal's graph: batch norms and paddings folded, channels-last on the CPU
+    if (
+        graph == "folded"
+    ):  # gradsal's graph: batch norms and paddings folded, channels-last on the CPU
         model = fold_for_gradients(ctx.model).module(channels_last=cpu)
         return model, torch.channels_last if cpu else torch.contiguous_format
     if graph == "foldednchw":  # ablation: folded, default layout
-        return copy.deepcopy(fold_for_gradients(ctx.model).module(channels_last=False)), torch.contiguous_format
+        return copy.deepcopy(
+            fold_for_gradients(ctx.model).module(channels_last=False)
+        ), torch.contiguous_format
     if graph == "cl":  # ablation: the model as given, channels-last
-        return copy.deepcopy(ctx.model).to(memory_format=torch.channels_last), torch.channels_last
+        return copy.deepcopy(ctx.model).to(
+            memory_format=torch.channels_last
+        ), torch.channels_last
     return ctx.model, torch.contiguous_format
 
 
@@ -158,7 +176,11 @@ def floor(ctx: Context, case: Floor) -> Runner:
     # The same chunks as gradsal (with workers: a number they share evenly, so none idles at the end).
     sizes = chunk_sizes(ctx.n_samples, case.batch, case.workers)
     chunks = [
-        (ctx.x[None] + ctx.sigma * torch.randn((n, *ctx.x.shape), generator=gen).to(ctx.device)).contiguous(memory_format=fmt)
+        (
+            ctx.x[None]
+            + ctx.sigma
+            * torch.randn((n, *ctx.x.shape), generator=gen).to(ctx.device)
+        ).contiguous(memory_format=fmt)
         for n in sizes
     ]
     targets = [torch.full((n,), ctx.target, device=ctx.device) for n in sizes]
@@ -170,6 +192,7 @@ def floor(ctx: Context, case: Floor) -> Runner:
         return g
 
     if case.arrangement == "intra":
+
         def run():
             out = [grad(c, t) for c, t in zip(chunks, targets)]
             ctx.sync()
@@ -179,7 +202,9 @@ def floor(ctx: Context, case: Floor) -> Runner:
 
     workers = min(case.workers, torch.get_num_threads())
     per_worker = max(1, torch.get_num_threads() // workers)
-    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(per_worker,))
+    pool = ThreadPoolExecutor(
+        workers, initializer=torch.set_num_threads, initargs=(per_worker,)
+    )
 
     def run():
         before = torch.get_num_threads()
@@ -233,8 +258,13 @@ def wait_for_quiet(max_wait_s: float, log: Log) -> None:
     log(f"  machine still busy after waiting {max_wait_s:.0f}s; timing anyway")
 
 
-def timed(ctx: Context, cases: Iterable[Case], rounds: int, log: Log,
-          quiet_wait_s: float = 0.0) -> dict[str, dict[str, list[float]]]:
+def timed(
+    ctx: Context,
+    cases: Iterable[Case],
+    rounds: int,
+    log: Log,
+    quiet_wait_s: float = 0.0,
+) -> dict[str, dict[str, list[float]]]:
     """Wall and CPU seconds of each configuration, by key: each warmed up once, then
     all of them run in ``rounds`` interleaved rounds, each in a rotated order."""
     runners = {case.key: runner(ctx, case) for case in cases}
@@ -245,14 +275,17 @@ def timed(ctx: Context, cases: Iterable[Case], rounds: int, log: Log,
     cpu: dict[str, list[float]] = {k: [] for k in keys}
     for r in range(rounds):
         wait_for_quiet(quiet_wait_s, log)
-        order = keys[r % len(keys):] + keys[: r % len(keys)]
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for k in order:
             ctx.sync()
             c0, t0 = time.process_time(), time.perf_counter()
             runners[k]()
             times[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
-        log(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k}={times[k][-1]:.2f}s" for k in keys))
+        log(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{k}={times[k][-1]:.2f}s" for k in keys)
+        )
     return {k: {"wall_s": times[k], "cpu_s": cpu[k]} for k in keys}
 
 
@@ -263,7 +296,9 @@ def timed(ctx: Context, cases: Iterable[Case], rounds: int, log: Log,
 def _rss_mb() -> float:
     try:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            return (
+                int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+            )
     except OSError:
         return float("nan")
 
@@ -293,21 +328,42 @@ def memory_child(case: Case, device: str, n_samples: int = N_SAMPLES) -> dict:
         before = torch.cuda.memory_allocated()
         run()
         torch.cuda.synchronize()
-        return {"peak_mb": (torch.cuda.max_memory_allocated() - before) / 2**20, "kind": "cuda_max_allocated"}
+        return {
+            "peak_mb": (torch.cuda.max_memory_allocated() - before) / 2**20,
+            "kind": "cuda_max_allocated",
+        }
     baseline = _rss_mb()
     run()
     peak = _peak_rss_mb()
-    return {"peak_mb": peak, "increase_mb": peak - baseline, "baseline_mb": baseline, "kind": "peak_rss"}
+    return {
+        "peak_mb": peak,
+        "increase_mb": peak - baseline,
+        "baseline_mb": baseline,
+        "kind": "peak_rss",
+    }
 
 
-def memory(keys: Iterable[str], device: str, n_samples: int, log: Log) -> dict[str, dict]:
+def memory(
+    keys: Iterable[str], device: str, n_samples: int, log: Log
+) -> dict[str, dict]:
     """:func:`memory_child` of each configuration, each in a fresh process."""
     out = {}
     for k in keys:
-        cmd = [sys.executable, str(COMMAND), "--memory-child", k, "--device", device, "--n-samples", str(n_samples)]
+        cmd = [
+            sys.executable,
+            str(COMMAND),
+            "--memory-child",
+            k,
+            "--device",
+            device,
+            "--n-samples",
+            str(n_samples),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            log(f"  memory of {k} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            log(
+                f"  memory of {k} failed: {proc.stderr.strip().splitlines()[-1:]}"
+            )
             out[k] = {"peak_mb": float("nan")}
             continue
         out[k] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -339,14 +395,26 @@ def profile(ctx: Context, batch: int = DEFAULT_BATCH_SIZE) -> dict:
         torch.set_num_threads(before)
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
-    operators = [{"name": e.key, "self_us": e.self_cpu_time_total, "count": e.count} for e in events]
-    result = {"n_samples": ctx.n_samples, "batch": batch, "operators": operators, "pointwise": None}
+    operators = [
+        {"name": e.key, "self_us": e.self_cpu_time_total, "count": e.count}
+        for e in events
+    ]
+    result = {
+        "n_samples": ctx.n_samples,
+        "batch": batch,
+        "operators": operators,
+        "pointwise": None,
+    }
     if ctx.device.type == "cpu":
-        result["pointwise"] = pointwise_efficiency(ctx, {op["name"]: op["self_us"] for op in operators})
+        result["pointwise"] = pointwise_efficiency(
+            ctx, {op["name"]: op["self_us"] for op in operators}
+        )
     return result
 
 
-def pointwise_efficiency(ctx: Context, self_us: dict[str, float]) -> dict | None:
+def pointwise_efficiency(
+    ctx: Context, self_us: dict[str, float]
+) -> dict | None:
     """How close the 1 x 1 convolutions come to the processor's matrix-product speed.
 
     With one thread and small batches torch runs 1 x 1 convolutions as plain matrix
@@ -361,14 +429,28 @@ def pointwise_efficiency(ctx: Context, self_us: dict[str, float]) -> dict | None
     def count(mod, inp, out):
         nonlocal flops
         if mod.kernel_size == (1, 1) and mod.groups == 1:
-            flops += 2 * 2 * mod.in_channels * mod.out_channels * out.shape[-2] * out.shape[-1]
+            flops += (
+                2
+                * 2
+                * mod.in_channels
+                * mod.out_channels
+                * out.shape[-2]
+                * out.shape[-1]
+            )
 
-    handles = [m.register_forward_hook(count) for m in graph.modules() if isinstance(m, torch.nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(count)
+        for m in graph.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     with torch.no_grad():
         graph(ctx.x[None].contiguous(memory_format=torch.channels_last))
     for h in handles:
         h.remove()
-    seconds = (self_us.get("aten::_slow_conv2d_forward", 0.0) + self_us.get("aten::_slow_conv2d_backward", 0.0)) / 1e6
+    seconds = (
+        self_us.get("aten::_slow_conv2d_forward", 0.0)
+        + self_us.get("aten::_slow_conv2d_backward", 0.0)
+    ) / 1e6
     if not seconds:
         return None
     before = torch.get_num_threads()
@@ -382,7 +464,11 @@ def pointwise_efficiency(ctx: Context, self_us: dict[str, float]) -> dict | None
         mm_gflops = 5 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
     finally:
         torch.set_num_threads(before)
-    return {"gflop_per_copy": flops / 1e9, "gflops": flops * ctx.n_samples / seconds / 1e9, "mm_gflops": mm_gflops}
+    return {
+        "gflop_per_copy": flops / 1e9,
+        "gflops": flops * ctx.n_samples / seconds / 1e9,
+        "mm_gflops": mm_gflops,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -417,7 +503,11 @@ def environment(device: str) -> dict:
         env["captum"] = None
     try:
         with open("/proc/cpuinfo") as f:
-            env["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            env["cpu"] = next(
+                line.split(":", 1)[1].strip()
+                for line in f
+                if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         env["cpu"] = platform.processor()
     if device == "cuda":

@@ -17,10 +17,16 @@ class TinyCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-            nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.Conv2d(6, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(24, 5))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.5), nn.Linear(24, 5)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -82,7 +88,12 @@ def linear_model() -> nn.Module:
 
 @pytest.fixture
 def cubic_model() -> nn.Module:
-    a = torch.randn(2, 3 * 4 * 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    a = torch.randn(
+        2,
+        3 * 4 * 4,
+        generator=torch.Generator().manual_seed(3),
+        dtype=torch.float64,
+    )
     return Cubic(a)
 
 

@@ -34,7 +34,10 @@ class Cubic(nn.Module):
 
 
 def test_jensen_gap_identity():
-    g = torch.randn(64, 3, 5, 5, generator=torch.Generator().manual_seed(1)) + 0.3
+    g = (
+        torch.randn(64, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+        + 0.3
+    )
     gap = estimators.jensen_gap(g)
     assert gap.shape == (3, 5, 5)
     assert torch.allclose(gap, g.abs().mean(0) - g.mean(0).abs(), atol=1e-6)
@@ -66,7 +69,9 @@ def test_variance_vs_n_follows_one_over_n():
 def test_loglog_slope_exact_power_law():
     x = np.array([1.0, 2.0, 5.0, 10.0])
     slope, intercept = estimators.loglog_slope(x, 3.0 * x**-1.5)
-    assert slope == pytest.approx(-1.5) and intercept == pytest.approx(math.log(3.0))
+    assert slope == pytest.approx(-1.5) and intercept == pytest.approx(
+        math.log(3.0)
+    )
     with pytest.raises(ValueError):
         estimators.loglog_slope([1.0, 2.0], [1.0, -1.0])
 
@@ -77,7 +82,15 @@ def test_stein_linear_model_projects_the_weights():
     model = Linear(w)
     x = torch.rand(2, 4, 4, generator=gen)
     directions = torch.eye(32).reshape(32, 2, 4, 4)
-    z = estimators.stein_projections(model, x, directions, target=0, n_pairs=4000, noise_level=0.2, generator=5)
+    z = estimators.stein_projections(
+        model,
+        x,
+        directions,
+        target=0,
+        n_pairs=4000,
+        noise_level=0.2,
+        generator=5,
+    )
     assert z.shape == (4000, 32)
     est = z.mean(0)
     se = z.std(0) / math.sqrt(z.shape[0])
@@ -85,7 +98,15 @@ def test_stein_linear_model_projects_the_weights():
     zscores = (est - w.flatten().double()) / se
     assert zscores.abs().max() < 4.5
     # Target 1 is -f, so its estimate is the negative, draw for draw.
-    z1 = estimators.stein_projections(model, x, directions, target=1, n_pairs=4000, noise_level=0.2, generator=5)
+    z1 = estimators.stein_projections(
+        model,
+        x,
+        directions,
+        target=1,
+        n_pairs=4000,
+        noise_level=0.2,
+        generator=5,
+    )
     assert torch.allclose(z1, -z)
     # The model is left as it was.
     assert model.w.requires_grad and model.training
@@ -97,7 +118,15 @@ def test_stein_cubic_matches_closed_form_smoothed_gradient():
     model = Cubic(a)
     noise_level = 0.25
     sigma = noise_level * float(x.max() - x.min())
-    z = estimators.stein_projections(model, x, torch.eye(3), n_pairs=20000, noise_level=noise_level, generator=7, batch_size=500)
+    z = estimators.stein_projections(
+        model,
+        x,
+        torch.eye(3),
+        n_pairs=20000,
+        noise_level=noise_level,
+        generator=7,
+        batch_size=500,
+    )
     est, se = z.mean(0), z.std(0) / math.sqrt(z.shape[0])
     truth = 3 * a.double() * (x.double() ** 2 + sigma**2)
     assert ((est - truth) / se).abs().max() < 4.5
@@ -109,11 +138,15 @@ def test_stein_arguments_checked():
     with pytest.raises(ValueError):
         estimators.stein_projections(model, x, torch.ones(3, 2, 2), n_pairs=4)
     with pytest.raises(ValueError):
-        estimators.stein_projections(model, x, torch.ones(2, 2, 2), n_pairs=4, noise_level=0.0)
+        estimators.stein_projections(
+            model, x, torch.ones(2, 2, 2), n_pairs=4, noise_level=0.0
+        )
     with pytest.raises(ValueError, match="n_pairs must be an integer >= 1"):
         estimators.stein_projections(model, x, torch.ones(2, 2, 2), n_pairs=0)
     # One direction of x's shape is accepted.
-    assert estimators.stein_projections(model, x, torch.ones(2, 2, 2), n_pairs=4, generator=0).shape == (4, 1)
+    assert estimators.stein_projections(
+        model, x, torch.ones(2, 2, 2), n_pairs=4, generator=0
+    ).shape == (4, 1)
 
 
 def test_stein_draws_smoothgrads_noise():
@@ -124,8 +157,19 @@ def test_stein_draws_smoothgrads_noise():
     model = Linear(w)
     x = torch.rand(2, 3, 3, generator=gen)
     u = torch.randn(2, 2, 3, 3, generator=gen)
-    z = estimators.stein_projections(model, x, u, target=0, n_pairs=10, noise_level=0.3, batch_size=4, generator=8)
+    z = estimators.stein_projections(
+        model,
+        x,
+        u,
+        target=0,
+        n_pairs=10,
+        noise_level=0.3,
+        batch_size=4,
+        generator=8,
+    )
     sigma = noise_sigma(x, 0.3)
     eps = sigma * gaussian_noise(x.shape, 10, as_generator(8))
-    expected = (eps.flatten(1).double() @ u.flatten(1).double().T) * (eps.flatten(1) @ w.flatten()).double()[:, None]
+    expected = (eps.flatten(1).double() @ u.flatten(1).double().T) * (
+        eps.flatten(1) @ w.flatten()
+    ).double()[:, None]
     assert torch.allclose(z, expected / sigma**2, rtol=1e-5, atol=1e-6)

@@ -40,20 +40,30 @@ def test_every_chapter_is_in_the_toc_and_every_toc_entry_exists():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     listed = set(_toc_files(toc)) | {toc["root"]}
     for nb in NOTEBOOKS:
-        assert f"report/{nb.stem}" in listed, f"{nb.name} is missing from _toc.yml"
+        assert f"report/{nb.stem}" in listed, (
+            f"{nb.name} is missing from _toc.yml"
+        )
     for entry in listed:
-        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".ipynb", ".md")), entry
+        assert any(
+            (ROOT / f"{entry}{ext}").exists() for ext in (".ipynb", ".md")
+        ), entry
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_is_stored_without_outputs_and_starts_with_the_colab_bootstrap(nb_path):
+def test_notebook_is_stored_without_outputs_and_starts_with_the_colab_bootstrap(
+    nb_path,
+):
     nb = json.loads(nb_path.read_text())
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
-            assert not cell.get("outputs") and cell.get("execution_count") is None, "outputs are built, not stored"
+            assert (
+                not cell.get("outputs") and cell.get("execution_count") is None
+            ), "outputs are built, not stored"
     first = nb["cells"][0]
     source = "".join(first["source"])
-    assert first["cell_type"] == "code" and "hide-input" in first["metadata"].get("tags", [])
+    assert first["cell_type"] == "code" and "hide-input" in first[
+        "metadata"
+    ].get("tags", [])
     assert '"google.colab" in sys.modules' in source
     urls = re.findall(r'REPOSITORY_URL = "([^"]+)"', source)
     assert urls == [gradsal.REPOSITORY_URL]
@@ -62,6 +72,12 @@ def test_notebook_is_stored_without_outputs_and_starts_with_the_colab_bootstrap(
 
 def test_readme_shows_the_three_commands():
     readme = (ROOT / "README.md").read_text()
-    for command in ("pip install -r requirements.txt", "jupyter-book build .", "pytest"):
+    for command in (
+        "pip install -r requirements.txt",
+        "jupyter-book build .",
+        "pytest",
+    ):
         assert command in readme
-    assert (ROOT / "requirements.txt").read_text().strip().splitlines()[-1] == "-e ."
+    assert (ROOT / "requirements.txt").read_text().strip().splitlines()[
+        -1
+    ] == "-e ."

@@ -11,15 +11,26 @@ import gradsal
 @pytest.mark.parametrize(
     "x, error, words",
     [
-        (torch.rand(2, 1, 3, 8, 8), ValueError, "expected (C, H, W) or (B, C, H, W)"),
-        (torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8), TypeError, "floating-point"),
+        (
+            torch.rand(2, 1, 3, 8, 8),
+            ValueError,
+            "expected (C, H, W) or (B, C, H, W)",
+        ),
+        (
+            torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8),
+            TypeError,
+            "floating-point",
+        ),
         (torch.full((3, 8, 8), float("nan")), ValueError, "NaN or infinite"),
         (torch.full((3, 8, 8), float("inf")), ValueError, "NaN or infinite"),
         (torch.empty(0, 3, 8, 8), ValueError, "empty"),
         ([[0.1, 0.2]], TypeError, "torch.Tensor"),
     ],
 )
-@pytest.mark.parametrize("fn", [gradsal.vanilla_gradient, gradsal.gradient_x_input, gradsal.smoothgrad])
+@pytest.mark.parametrize(
+    "fn",
+    [gradsal.vanilla_gradient, gradsal.gradient_x_input, gradsal.smoothgrad],
+)
 def test_bad_inputs(tiny_cnn, fn, x, error, words):
     with pytest.raises(error, match=None) as info:
         fn(tiny_cnn, x)

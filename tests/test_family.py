@@ -19,7 +19,13 @@ from torch import nn
 import gradsal
 from gradsal.methods import quadrature
 
-RULES = ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+RULES = [
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+]
 
 
 class ReLUNet(nn.Module):
@@ -52,7 +58,11 @@ def test_quadrature_weights_add_up_to_one_and_nodes_lie_in_the_interval(rule):
     for n in (2, 3, 10, 50):
         nodes, weights = quadrature(n, rule)
         assert nodes.shape == weights.shape == (n,)
-        assert abs(weights.sum() - 1) < 1e-12 and (nodes >= 0).all() and (nodes <= 1).all()
+        assert (
+            abs(weights.sum() - 1) < 1e-12
+            and (nodes >= 0).all()
+            and (nodes <= 1).all()
+        )
 
 
 def test_quadrature_integrates_polynomials_as_its_order_says():
@@ -61,10 +71,16 @@ def test_quadrature_integrates_polynomials_as_its_order_says():
     assert abs((weights * f(nodes)).sum()) < 1e-12
     errors = {}
     for rule in ("riemann_left", "riemann_middle", "riemann_trapezoid"):
-        e = [abs((w * f(a)).sum()) for a, w in (quadrature(n, rule) for n in (40, 80))]
+        e = [
+            abs((w * f(a)).sum())
+            for a, w in (quadrature(n, rule) for n in (40, 80))
+        ]
         errors[rule] = e[0] / e[1]
     assert 1.8 < errors["riemann_left"] < 2.2  # first order
-    assert 3.6 < errors["riemann_middle"] < 4.4 and 3.6 < errors["riemann_trapezoid"] < 4.4  # second order
+    assert (
+        3.6 < errors["riemann_middle"] < 4.4
+        and 3.6 < errors["riemann_trapezoid"] < 4.4
+    )  # second order
 
 
 # ---------------------------------------------------------------------------
@@ -72,15 +88,28 @@ def test_quadrature_integrates_polynomials_as_its_order_says():
 
 
 @pytest.mark.parametrize("rule", RULES)
-def test_ig_of_a_linear_model_is_x_minus_b_times_the_weight_row(linear_model, image_batch, rule):
+def test_ig_of_a_linear_model_is_x_minus_b_times_the_weight_row(
+    linear_model, image_batch, rule
+):
     w = linear_model[1].weight.detach()
     base = torch.full_like(image_batch, 0.3)
     for n in (2, 7):
         ig, delta = gradsal.integrated_gradients(
-            linear_model, image_batch, [0, 1, 2], baseline=base, n_steps=n, method=rule, return_delta=True
+            linear_model,
+            image_batch,
+            [0, 1, 2],
+            baseline=base,
+            n_steps=n,
+            method=rule,
+            return_delta=True,
         )
         for i, c in enumerate([0, 1, 2]):
-            torch.testing.assert_close(ig[i], (image_batch[i] - base[i]) * w[c].view(3, 8, 8), atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(
+                ig[i],
+                (image_batch[i] - base[i]) * w[c].view(3, 8, 8),
+                atol=1e-6,
+                rtol=1e-5,
+            )
         assert float(delta.abs().max()) < 1e-5
 
 
@@ -92,8 +121,24 @@ def test_ig_of_a_cubic_is_a_times_x3_minus_b3(cubic_model):
     ig = gradsal.integrated_gradients(cubic_model, x, 1, baseline=b, n_steps=2)
     torch.testing.assert_close(ig, a * (x**3 - b**3), atol=1e-12, rtol=1e-10)
     # the midpoint rule converges to it at second order
-    errs = [float((gradsal.integrated_gradients(cubic_model, x, 1, baseline=b, n_steps=n, method="riemann_middle")
-                   - a * (x**3 - b**3)).abs().max()) for n in (10, 20)]
+    errs = [
+        float(
+            (
+                gradsal.integrated_gradients(
+                    cubic_model,
+                    x,
+                    1,
+                    baseline=b,
+                    n_steps=n,
+                    method="riemann_middle",
+                )
+                - a * (x**3 - b**3)
+            )
+            .abs()
+            .max()
+        )
+        for n in (10, 20)
+    ]
     assert 3.9 < errs[0] / errs[1] < 4.1
 
 
@@ -102,7 +147,12 @@ def test_ig_completeness_gap_on_a_relu_network_shrinks_with_n_steps(x_img):
     gaps = []
     for n in (4, 16, 64, 256):
         _, delta = gradsal.integrated_gradients(
-            model.double(), x_img.double(), 0, n_steps=n, method="riemann_middle", return_delta=True
+            model.double(),
+            x_img.double(),
+            0,
+            n_steps=n,
+            method="riemann_middle",
+            return_delta=True,
         )
         gaps.append(abs(float(delta)))
     assert gaps[-1] < 0.2 * gaps[0] and gaps[-1] < 1e-3
@@ -112,45 +162,97 @@ def test_ig_completeness_gap_on_a_relu_network_shrinks_with_n_steps(x_img):
 def test_ig_baselines_and_bad_arguments(linear_model, image_batch):
     x = image_batch[0]
     w = linear_model[1].weight.detach()[2].view(3, 8, 8)
-    torch.testing.assert_close(gradsal.integrated_gradients(linear_model, x, 2), x * w, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(gradsal.integrated_gradients(linear_model, x, 2, baseline=0.5), (x - 0.5) * w,
-                               atol=1e-6, rtol=1e-5)
-    shared = gradsal.integrated_gradients(linear_model, image_batch, 2, baseline=torch.full((3, 8, 8), 0.5))
-    torch.testing.assert_close(shared[1], (image_batch[1] - 0.5) * w, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        gradsal.integrated_gradients(linear_model, x, 2),
+        x * w,
+        atol=1e-6,
+        rtol=1e-5,
+    )
+    torch.testing.assert_close(
+        gradsal.integrated_gradients(linear_model, x, 2, baseline=0.5),
+        (x - 0.5) * w,
+        atol=1e-6,
+        rtol=1e-5,
+    )
+    shared = gradsal.integrated_gradients(
+        linear_model, image_batch, 2, baseline=torch.full((3, 8, 8), 0.5)
+    )
+    torch.testing.assert_close(
+        shared[1], (image_batch[1] - 0.5) * w, atol=1e-6, rtol=1e-5
+    )
     with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         gradsal.integrated_gradients(linear_model, x, n_steps=0)
     with pytest.raises(ValueError, match="method must be one of"):
         gradsal.integrated_gradients(linear_model, x, method="simpson")
     with pytest.raises(ValueError, match="trapezoid rule needs n_steps >= 2"):
-        gradsal.integrated_gradients(linear_model, x, n_steps=1, method="riemann_trapezoid")
+        gradsal.integrated_gradients(
+            linear_model, x, n_steps=1, method="riemann_trapezoid"
+        )
     with pytest.raises(ValueError, match="baseline must have the shape of x"):
-        gradsal.integrated_gradients(linear_model, x, baseline=torch.zeros(3, 4, 4))
+        gradsal.integrated_gradients(
+            linear_model, x, baseline=torch.zeros(3, 4, 4)
+        )
     with pytest.raises(ValueError, match="baseline must be a finite number"):
         gradsal.integrated_gradients(linear_model, x, baseline="blur")
 
 
-def test_ig_does_not_depend_on_the_batch_size_or_precision(tiny_cnn, image_batch):
+def test_ig_does_not_depend_on_the_batch_size_or_precision(
+    tiny_cnn, image_batch
+):
     kw = dict(target=[0, 1, 2], n_steps=9, baseline=0.2)
-    a = gradsal.integrated_gradients(tiny_cnn, image_batch, batch_size=9, precision="float32", **kw)
+    a = gradsal.integrated_gradients(
+        tiny_cnn, image_batch, batch_size=9, precision="float32", **kw
+    )
     for bs in (1, 4):
         for precision in ("auto", "float32"):
-            b = gradsal.integrated_gradients(tiny_cnn, image_batch, batch_size=bs, precision=precision, **kw)
+            b = gradsal.integrated_gradients(
+                tiny_cnn, image_batch, batch_size=bs, precision=precision, **kw
+            )
             torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
 
 
 def test_smoothgrad_of_ig_applies_ig_to_each_noisy_copy(tiny_cnn, x_img):
     from gradsal.methods import gaussian_noise, noise_sigma
 
-    method = functools.partial(gradsal.integrated_gradients, n_steps=6, baseline=0.1)
-    pool = gradsal.noisy_attributions(tiny_cnn, x_img, 1, method=method, n_samples=3, noise_level=0.2, generator=8)
-    copies = x_img + noise_sigma(x_img, 0.2) * gaussian_noise(x_img.shape, 3, torch.Generator().manual_seed(8))
-    direct = gradsal.integrated_gradients(tiny_cnn, copies, 1, n_steps=6, baseline=0.1)
+    method = functools.partial(
+        gradsal.integrated_gradients, n_steps=6, baseline=0.1
+    )
+    pool = gradsal.noisy_attributions(
+        tiny_cnn,
+        x_img,
+        1,
+        method=method,
+        n_samples=3,
+        noise_level=0.2,
+        generator=8,
+    )
+    copies = x_img + noise_sigma(x_img, 0.2) * gaussian_noise(
+        x_img.shape, 3, torch.Generator().manual_seed(8)
+    )
+    direct = gradsal.integrated_gradients(
+        tiny_cnn, copies, 1, n_steps=6, baseline=0.1
+    )
     torch.testing.assert_close(pool, direct, atol=1e-6, rtol=1e-5)
-    sg = gradsal.smoothgrad(tiny_cnn, x_img, 1, method=method, n_samples=3, noise_level=0.2, generator=8, mode="abs")
+    sg = gradsal.smoothgrad(
+        tiny_cnn,
+        x_img,
+        1,
+        method=method,
+        n_samples=3,
+        noise_level=0.2,
+        generator=8,
+        mode="abs",
+    )
     torch.testing.assert_close(sg, direct.abs().mean(0), atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="return_delta"):
-        gradsal.smoothgrad(tiny_cnn, x_img, method=functools.partial(gradsal.integrated_gradients, return_delta=True),
-                           n_samples=2)
+        gradsal.smoothgrad(
+            tiny_cnn,
+            x_img,
+            method=functools.partial(
+                gradsal.integrated_gradients, return_delta=True
+            ),
+            n_samples=2,
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -165,11 +267,17 @@ def test_ig_agrees_with_captum_where_its_rules_agree(x_img, rule):
     x = x_img.double()
     n = 16
     ours = gradsal.integrated_gradients(model, x, 2, n_steps=n, method=rule)
-    theirs = IntegratedGradients(model).attribute(x[None], target=2, n_steps=n, method=rule)[0].detach()
+    theirs = (
+        IntegratedGradients(model)
+        .attribute(x[None], target=2, n_steps=n, method=rule)[0]
+        .detach()
+    )
     if rule == "riemann_trapezoid":
         # Captum weighs the n nodes of linspace(0, 1, n) by 1/n (halved at the ends): they add
         # up to (n - 1)/n, so its map is (n - 1)/n of the trapezoid rule's.
-        torch.testing.assert_close(theirs, ours * (n - 1) / n, atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(
+            theirs, ours * (n - 1) / n, atol=1e-6, rtol=1e-4
+        )
     else:
         torch.testing.assert_close(theirs, ours, atol=1e-6, rtol=1e-4)
 
@@ -178,7 +286,9 @@ def test_ig_agrees_with_captum_where_its_rules_agree(x_img, rule):
 # Guided Backprop
 
 
-def _manual_guided(model: ReLUNet, x: torch.Tensor, c: int, upper: float | None) -> torch.Tensor:
+def _manual_guided(
+    model: ReLUNet, x: torch.Tensor, c: int, upper: float | None
+) -> torch.Tensor:
     """The guided rule written out by hand for ReLUNet."""
     xx = x[None].clone().requires_grad_(True)
     z1 = model.conv(xx) * 3
@@ -194,10 +304,14 @@ def _manual_guided(model: ReLUNet, x: torch.Tensor, c: int, upper: float | None)
 
 
 @pytest.mark.parametrize("act, upper", [(nn.ReLU, None), (nn.ReLU6, 6.0)])
-def test_guided_backprop_is_the_guided_rule_at_every_relu_like_unit(x_img, act, upper):
+def test_guided_backprop_is_the_guided_rule_at_every_relu_like_unit(
+    x_img, act, upper
+):
     model = ReLUNet(act).eval()
     gb = gradsal.guided_backprop(model, x_img, 1)
-    torch.testing.assert_close(gb, _manual_guided(model, x_img, 1, upper), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        gb, _manual_guided(model, x_img, 1, upper), atol=1e-6, rtol=1e-5
+    )
     assert not torch.allclose(gb, gradsal.vanilla_gradient(model, x_img, 1))
 
 
@@ -206,6 +320,7 @@ def test_captum_guided_backprop_only_knows_nn_relu(x_img):
 
     relu = ReLUNet(nn.ReLU).eval()
     relu6 = ReLUNet(nn.ReLU6).eval()
+
     # with nn.ReLU modules only, Captum agrees (F.relu in forward is not hooked: make it a module)
     class AllModules(ReLUNet):
         def __init__(self):
@@ -213,21 +328,31 @@ def test_captum_guided_backprop_only_knows_nn_relu(x_img):
             self.act2 = nn.ReLU()
 
         def forward(self, x):
-            return self.fc2(self.act2(self.fc1(self.act(self.conv(x) * 3).flatten(1))))
+            return self.fc2(
+                self.act2(self.fc1(self.act(self.conv(x) * 3).flatten(1)))
+            )
 
     mods = AllModules().eval()
     theirs = GuidedBackprop(mods).attribute(x_img[None], target=1)[0].detach()
-    torch.testing.assert_close(theirs, gradsal.guided_backprop(mods, x_img, 1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        theirs, gradsal.guided_backprop(mods, x_img, 1), atol=1e-6, rtol=1e-5
+    )
     # the functional F.relu is missed by Captum's hooks, and ReLU6 modules are not nn.ReLU
     for model in (relu, relu6):
-        theirs = GuidedBackprop(model).attribute(x_img[None], target=1)[0].detach()
-        assert not torch.allclose(theirs, gradsal.guided_backprop(model, x_img, 1), atol=1e-6)
+        theirs = (
+            GuidedBackprop(model).attribute(x_img[None], target=1)[0].detach()
+        )
+        assert not torch.allclose(
+            theirs, gradsal.guided_backprop(model, x_img, 1), atol=1e-6
+        )
     plain6 = GuidedBackprop(relu6).attribute(x_img[None], target=1)[0].detach()
     half_guided = _manual_guided_only_relu(relu6, x_img, 1)
     torch.testing.assert_close(plain6, half_guided, atol=1e-6, rtol=1e-5)
 
 
-def _manual_guided_only_relu(model: ReLUNet, x: torch.Tensor, c: int) -> torch.Tensor:
+def _manual_guided_only_relu(
+    model: ReLUNet, x: torch.Tensor, c: int
+) -> torch.Tensor:
     """Captum on ReLUNet(ReLU6): nothing is guided (ReLU6 is a Hardtanh, F.relu is a function)."""
     return gradsal.vanilla_gradient(model, x, c)
 
@@ -246,12 +371,23 @@ def test_guided_backprop_leaves_no_trace_even_when_the_forward_fails(x_img):
     xx = x_img[None].clone().requires_grad_(True)
     (auto,) = torch.autograd.grad(model(xx)[0, 0], xx)
     torch.testing.assert_close(g, auto[0])
-    assert not model._forward_hooks and not model.act._forward_hooks and not model.act._backward_hooks
+    assert (
+        not model._forward_hooks
+        and not model.act._forward_hooks
+        and not model.act._backward_hooks
+    )
 
 
 def test_smoothgrad_of_guided_backprop_on_two_workers_matches_one(x_img):
     model = ReLUNet(nn.ReLU6).eval()
-    kw = dict(target=0, method=gradsal.guided_backprop, n_samples=8, noise_level=0.2, generator=3, batch_size=2)
+    kw = dict(
+        target=0,
+        method=gradsal.guided_backprop,
+        n_samples=8,
+        noise_level=0.2,
+        generator=3,
+        batch_size=2,
+    )
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -286,30 +422,54 @@ def test_grad_cam_on_a_cam_network_is_the_class_activation_map(x_img):
     model = CamNet().eval()
     c = 2
     with torch.no_grad():
-        feats = model.conv2(F.relu(model.conv1(x_img[None])))  # the default layer: the last Conv2d
+        feats = model.conv2(
+            F.relu(model.conv1(x_img[None]))
+        )  # the default layer: the last Conv2d
         h, w = feats.shape[-2:]
         # d logit / d A_kij = W_ck 1[A_kij > 0] / (h w) through the ReLU after conv2
         grads = model.fc.weight[c].view(1, -1, 1, 1) * (feats > 0) / (h * w)
         alpha = grads.mean(dim=(2, 3), keepdim=True)
         cam = (alpha * feats).sum(1, keepdim=True).clamp_min(0)
-        expected = F.interpolate(cam, size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
+        expected = F.interpolate(
+            cam, size=(8, 8), mode="bilinear", align_corners=False
+        )[0, 0]
     got = gradsal.grad_cam(model, x_img, c)
     assert got.shape == (8, 8)
     torch.testing.assert_close(got, expected, atol=1e-7, rtol=1e-5)
-    assert gradsal.grad_cam(model, torch.stack([x_img, x_img]), c).shape == (2, 8, 8)
-    torch.testing.assert_close(gradsal.grad_cam(model, x_img, c, layer="conv2"), got)
+    assert gradsal.grad_cam(model, torch.stack([x_img, x_img]), c).shape == (
+        2,
+        8,
+        8,
+    )
+    torch.testing.assert_close(
+        gradsal.grad_cam(model, x_img, c, layer="conv2"), got
+    )
     ggc = gradsal.guided_grad_cam(model, x_img, c)
-    torch.testing.assert_close(ggc, gradsal.guided_backprop(model, x_img, c) * got, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(
+        ggc,
+        gradsal.guided_backprop(model, x_img, c) * got,
+        atol=1e-7,
+        rtol=1e-5,
+    )
 
 
-def test_grad_cam_agrees_with_captum_layer_grad_cam_with_its_relu_and_interpolation(x_img):
+def test_grad_cam_agrees_with_captum_layer_grad_cam_with_its_relu_and_interpolation(
+    x_img,
+):
     from captum.attr import LayerAttribution, LayerGradCam
 
     model = CamNet().eval()
     lgc = LayerGradCam(model, model.conv2)
     raw = lgc.attribute(x_img[None], target=1, relu_attributions=True).detach()
-    theirs = LayerAttribution.interpolate(raw, (8, 8), interpolate_mode="bilinear")[0, 0].detach()
-    torch.testing.assert_close(theirs, gradsal.grad_cam(model, x_img, 1, layer=model.conv2), atol=1e-7, rtol=1e-5)
+    theirs = LayerAttribution.interpolate(
+        raw, (8, 8), interpolate_mode="bilinear"
+    )[0, 0].detach()
+    torch.testing.assert_close(
+        theirs,
+        gradsal.grad_cam(model, x_img, 1, layer=model.conv2),
+        atol=1e-7,
+        rtol=1e-5,
+    )
     # Captum's default leaves the ReLU out: negative evidence stays in its map
     signed = lgc.attribute(x_img[None], target=1).detach()
     assert float(signed.min()) < 0 <= float(raw.min())
@@ -322,7 +482,9 @@ def test_grad_cam_agrees_with_pytorch_grad_cam_up_to_its_normalisation(x_img):
     model = CamNet().eval()
     x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(5))
     with GradCAM(model=model, target_layers=[model.conv2]) as cam:
-        theirs = cam(input_tensor=x[None], targets=[ClassifierOutputTarget(1)])[0]
+        theirs = cam(
+            input_tensor=x[None], targets=[ClassifierOutputTarget(1)]
+        )[0]
     ours = gradsal.grad_cam(model, x, 1).numpy()
     # pytorch-grad-cam rescales to [0, 1] (minus min, over max + 1e-7) and resizes with OpenCV
     scaled = (ours - ours.min()) / (ours.max() - ours.min() + 1e-7)
@@ -346,5 +508,7 @@ def test_grad_cam_bad_layers_and_models(x_img, linear_model):
 
 def test_smoothgrad_of_grad_cam_has_the_maps_shape(x_img):
     model = CamNet().eval()
-    sg = gradsal.smoothgrad(model, x_img, 0, method=gradsal.grad_cam, n_samples=4, generator=0)
+    sg = gradsal.smoothgrad(
+        model, x_img, 0, method=gradsal.grad_cam, n_samples=4, generator=0
+    )
     assert sg.shape == (8, 8) and float(sg.min()) >= 0

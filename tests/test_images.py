@@ -44,15 +44,21 @@ def test_path_bytes_and_pil_give_the_same_tensor(tmp_path):
     img.save(path)
     from_pil = gradsal.load_image(img, size=32)
     torch.testing.assert_close(gradsal.load_image(path, size=32), from_pil)
-    torch.testing.assert_close(gradsal.load_image(str(path), size=32), from_pil)
-    torch.testing.assert_close(gradsal.load_image(path.read_bytes(), size=32), from_pil)
+    torch.testing.assert_close(
+        gradsal.load_image(str(path), size=32), from_pil
+    )
+    torch.testing.assert_close(
+        gradsal.load_image(path.read_bytes(), size=32), from_pil
+    )
 
 
 def test_caller_image_is_not_modified():
     img = Image.new("RGBA", (40, 30), (10, 20, 30, 0))
     before = img.tobytes()
     gradsal.load_image(img, size=16)
-    assert img.mode == "RGBA" and img.size == (40, 30) and img.tobytes() == before
+    assert (
+        img.mode == "RGBA" and img.size == (40, 30) and img.tobytes() == before
+    )
 
 
 def test_greyscale_becomes_three_equal_channels():
@@ -69,14 +75,21 @@ def test_transparent_pixels_are_composited_on_white():
             img.putpixel((j, i), (0, 0, 0, 0))  # top half fully transparent
     x = gradsal.load_image(img, size=32)
     assert float(x[:, 2:6].min()) > 0.99  # white
-    torch.testing.assert_close(x[:, -6:-2], torch.tensor([1.0, 0, 0]).view(3, 1, 1).expand(3, 4, 32), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        x[:, -6:-2],
+        torch.tensor([1.0, 0, 0]).view(3, 1, 1).expand(3, 4, 32),
+        atol=1e-3,
+        rtol=0,
+    )
 
 
 def test_palette_image_with_and_without_transparency():
     pal = Image.new("P", (20, 20))
     pal.putpalette([0, 0, 255] + [0, 0, 0] * 255)
     x = gradsal.load_image(pal, size=16)
-    torch.testing.assert_close(x.mean((1, 2)), torch.tensor([0.0, 0.0, 1.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        x.mean((1, 2)), torch.tensor([0.0, 0.0, 1.0]), atol=1e-3, rtol=0
+    )
     pal.info["transparency"] = 0
     x = gradsal.load_image(pal, size=16)
     assert float(x.min()) > 0.99
@@ -104,7 +117,9 @@ def test_exif_rotation_is_applied():
 
 
 def test_missing_file():
-    with pytest.raises(FileNotFoundError, match="no image file at .*not a bundled photo"):
+    with pytest.raises(
+        FileNotFoundError, match="no image file at .*not a bundled photo"
+    ):
         gradsal.load_image("/nonexistent/cat.jpg")
 
 
@@ -122,7 +137,10 @@ def test_file_that_is_not_an_image(tmp_path):
 
 def test_truncated_image(tmp_path):
     rng = np.random.default_rng(1)
-    data = _save(Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)), "JPEG")
+    data = _save(
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)),
+        "JPEG",
+    )
     path = tmp_path / "cut.jpg"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
@@ -132,10 +150,14 @@ def test_truncated_image(tmp_path):
 def test_decompression_bomb(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     Image.new("RGB", (300, 300)).save(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300 * 300 // 3)  # warning zone (between 1x and 2x)
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", 300 * 300 // 3
+    )  # warning zone (between 1x and 2x)
     with pytest.raises(ValueError, match="decompression bomb"):
         gradsal.load_image(path)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # error zone (over 2x)
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", 1000
+    )  # error zone (over 2x)
     with pytest.raises(ValueError, match="decompression bomb"):
         gradsal.load_image(path)
 

@@ -31,13 +31,19 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
             if node.level:
                 base = package.split(".")
                 base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
+                target = ".".join(
+                    base + ([node.module] if node.module else [])
+                )
             else:
                 target = node.module or ""
             if target == "gradsal" or target.startswith("gradsal."):
                 found.append((target, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):
-            found += [(a.name, []) for a in node.names if a.name.startswith("gradsal")]
+            found += [
+                (a.name, [])
+                for a in node.names
+                if a.name.startswith("gradsal")
+            ]
     return found
 
 
@@ -49,7 +55,10 @@ def _resolve(target: str, names: list[str]) -> set[str]:
 
 
 GRAPH = {
-    _module_name(p): {m for t, names in _imports(p) for m in _resolve(t, names)} - {_module_name(p)}
+    _module_name(p): {
+        m for t, names in _imports(p) for m in _resolve(t, names)
+    }
+    - {_module_name(p)}
     for p in MODULES
 }
 
@@ -58,9 +67,16 @@ def test_core_imports_nothing_else_of_gradsal():
     assert GRAPH["gradsal.core"] == set()
 
 
-@pytest.mark.parametrize("path", MODULES, ids=[_module_name(p) for p in MODULES])
+@pytest.mark.parametrize(
+    "path", MODULES, ids=[_module_name(p) for p in MODULES]
+)
 def test_no_module_imports_private_names(path):
-    private = [(t, n) for t, names in _imports(path) for n in names if n.startswith("_")]
+    private = [
+        (t, n)
+        for t, names in _imports(path)
+        for n in names
+        if n.startswith("_")
+    ]
     assert not private, f"{path.name} imports private names {private}"
 
 
@@ -68,7 +84,11 @@ def test_no_import_cycles():
     # A package's __init__ re-exports its submodules; an edge into a package is an
     # edge into its __init__, which is allowed to import below itself only.
     def deps(mod: str) -> set[str]:
-        return {d for d in GRAPH.get(mod, set()) if not (mod.startswith(d + ".") and d != mod)}
+        return {
+            d
+            for d in GRAPH.get(mod, set())
+            if not (mod.startswith(d + ".") and d != mod)
+        }
 
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -78,7 +98,7 @@ def test_no_import_cycles():
         stack.append(mod)
         for dep in deps(mod):
             if state.get(dep) == 1:
-                cycle = stack[stack.index(dep):] + [dep]
+                cycle = stack[stack.index(dep) :] + [dep]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep)

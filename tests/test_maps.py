@@ -9,7 +9,9 @@ from scipy.stats import spearmanr
 
 import gradsal
 
-G = torch.tensor([[[1.0, -4.0]], [[-2.0, 3.0]], [[0.5, 0.0]]])  # (C=3, H=1, W=2)
+G = torch.tensor(
+    [[[1.0, -4.0]], [[-2.0, 3.0]], [[0.5, 0.0]]]
+)  # (C=3, H=1, W=2)
 
 
 @pytest.mark.parametrize(
@@ -24,7 +26,9 @@ G = torch.tensor([[[1.0, -4.0]], [[-2.0, 3.0]], [[0.5, 0.0]]])  # (C=3, H=1, W=2
     ],
 )
 def test_reductions_over_colour_channels(how, expected):
-    torch.testing.assert_close(gradsal.reduce_channels(G, how), torch.tensor(expected))
+    torch.testing.assert_close(
+        gradsal.reduce_channels(G, how), torch.tensor(expected)
+    )
 
 
 def test_reduction_keeps_leading_axes_and_input():
@@ -45,9 +49,13 @@ def test_reduction_errors():
 
 def test_normalize_to_unit_interval_and_constant_to_zeros():
     s = torch.tensor([[2.0, 4.0], [6.0, 10.0]])
-    torch.testing.assert_close(gradsal.normalize(s), torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+    torch.testing.assert_close(
+        gradsal.normalize(s), torch.tensor([[0.0, 0.25], [0.5, 1.0]])
+    )
     const = gradsal.normalize(torch.full((3, 3), 7.0))
-    assert torch.equal(const, torch.zeros(3, 3)) and not torch.isnan(const).any()
+    assert (
+        torch.equal(const, torch.zeros(3, 3)) and not torch.isnan(const).any()
+    )
 
 
 def test_normalize_per_map_versus_shared():

@@ -34,14 +34,21 @@ def test_single_pixel_map():
 
 @pytest.mark.parametrize("n", [2, 5, 64])
 def test_gini_of_arithmetic_sequence(n):
-    assert concentration.gini(np.arange(1, n + 1)) == pytest.approx((n - 1) / (3 * n))
+    assert concentration.gini(np.arange(1, n + 1)) == pytest.approx(
+        (n - 1) / (3 * n)
+    )
 
 
 def test_gini_and_ratios_ignore_scale_and_order():
     rng = np.random.default_rng(0)
     s = rng.random((8, 8))
     perm = rng.permutation(s.ravel())
-    for f in (concentration.gini, concentration.max_mean_ratio, concentration.top_mass, concentration.sparsity):
+    for f in (
+        concentration.gini,
+        concentration.max_mean_ratio,
+        concentration.top_mass,
+        concentration.sparsity,
+    ):
         assert f(7.5 * s) == pytest.approx(f(s))
         assert f(perm) == pytest.approx(f(s))
 
@@ -56,7 +63,9 @@ def test_sparsity_threshold():
 def test_top_mass_rounds_count_up():
     s = np.array([4.0, 3.0, 2.0, 1.0])
     assert concentration.top_mass(s, 0.25) == pytest.approx(0.4)
-    assert concentration.top_mass(s, 0.3) == pytest.approx(0.7)  # ceil(1.2) = 2 pixels
+    assert concentration.top_mass(s, 0.3) == pytest.approx(
+        0.7
+    )  # ceil(1.2) = 2 pixels
     assert concentration.top_mass(s, 1.0) == pytest.approx(1.0)
 
 
@@ -67,8 +76,17 @@ def test_percentiles_linear_interpolation():
 
 def test_map_statistics_keys_and_values():
     s = np.arange(1.0, 101.0)
-    out = concentration.map_statistics(s, threshold=0.1, fraction=0.05, q=(50, 90))
-    assert list(out) == ["sparsity", "max/mean", "top mass", "gini", "p50/max", "p90/max"]
+    out = concentration.map_statistics(
+        s, threshold=0.1, fraction=0.05, q=(50, 90)
+    )
+    assert list(out) == [
+        "sparsity",
+        "max/mean",
+        "top mass",
+        "gini",
+        "p50/max",
+        "p90/max",
+    ]
     assert out["sparsity"] == pytest.approx(0.09)  # values 1..9 are below 10
     assert out["max/mean"] == pytest.approx(100 / 50.5)
     assert out["top mass"] == pytest.approx(sum(range(96, 101)) / 5050)
@@ -78,11 +96,15 @@ def test_map_statistics_keys_and_values():
 def test_inputs_not_modified_and_torch_equals_numpy():
     s = torch.rand(5, 5, generator=torch.Generator().manual_seed(0))
     before = s.clone()
-    assert concentration.gini(s) == pytest.approx(concentration.gini(s.numpy()))
+    assert concentration.gini(s) == pytest.approx(
+        concentration.gini(s.numpy())
+    )
     assert torch.equal(s, before)
 
 
-@pytest.mark.parametrize("bad", [np.array([]), np.array([1.0, np.nan]), np.array([1.0, -0.5])])
+@pytest.mark.parametrize(
+    "bad", [np.array([]), np.array([1.0, np.nan]), np.array([1.0, -0.5])]
+)
 def test_bad_maps_raise(bad):
     with pytest.raises(ValueError):
         concentration.gini(bad)
@@ -106,7 +128,9 @@ def test_gini_bounds_random():
         g = concentration.gini(s)
         assert 0 <= g <= (50 - 1) / 50
     # an exponential distribution has Gini 1/2 in the large-sample limit
-    assert concentration.gini(rng.exponential(size=200_000)) == pytest.approx(0.5, abs=0.01)
+    assert concentration.gini(rng.exponential(size=200_000)) == pytest.approx(
+        0.5, abs=0.01
+    )
     assert math.isclose(concentration.gini(np.array([0.0, 1.0])), 0.5)
 
 
@@ -123,7 +147,9 @@ def test_neighbour_correlation_of_speckle_smooth_and_upsampled_maps():
     yy, xx = np.mgrid[:64, :64]
     assert neighbour_correlation(np.sin(xx / 10.0) + np.cos(yy / 10.0)) > 0.98
     coarse = torch.from_numpy(rng.random((1, 1, 7, 7)))
-    up = F.interpolate(coarse, size=(224, 224), mode="bilinear", align_corners=False)[0, 0]
+    up = F.interpolate(
+        coarse, size=(224, 224), mode="bilinear", align_corners=False
+    )[0, 0]
     assert neighbour_correlation(up) > 0.99
     with pytest.raises(ValueError, match="constant"):
         neighbour_correlation(np.ones((8, 8)))

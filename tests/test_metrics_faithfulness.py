@@ -17,8 +17,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_auc_known_values() -> None:
     assert faithfulness.auc([0, 1], [0.7, 0.7]) == pytest.approx(0.7)
     f = [0, 0.1, 0.5, 1]
-    assert faithfulness.auc(f, [0.3] * 4) == pytest.approx(0.3)  # a constant curve on any grid
-    assert faithfulness.auc(np.linspace(0, 1, 11), np.linspace(0, 1, 11)) == pytest.approx(0.5)
+    assert faithfulness.auc(f, [0.3] * 4) == pytest.approx(
+        0.3
+    )  # a constant curve on any grid
+    assert faithfulness.auc(
+        np.linspace(0, 1, 11), np.linspace(0, 1, 11)
+    ) == pytest.approx(0.5)
     assert faithfulness.auc([0, 0.5, 1], [1, 0, 0]) == pytest.approx(0.25)
     with pytest.raises(ValueError, match="from 0 to 1"):
         faithfulness.auc([0, 0.5], [1, 1])
@@ -40,40 +44,60 @@ def test_deletion_with_exact_attribution_is_optimal() -> None:
     kwargs = dict(steps=5, baseline="zero", score="logit")
     best = faithfulness.deletion_curve(model, x, contribution, 0, **kwargs)
     # its values are the logit minus the running sum of sorted contributions
-    expected = float(contribution.sum()) - np.concatenate([[0], np.cumsum(np.sort(contribution.numpy().ravel())[::-1])])
+    expected = float(contribution.sum()) - np.concatenate(
+        [[0], np.cumsum(np.sort(contribution.numpy().ravel())[::-1])]
+    )
     assert np.allclose(best.scores, expected, atol=1e-5)
     worst_gap = np.inf
     for perm in itertools.permutations(range(5)):
-        order_map = torch.tensor([5.0 - perm.index(p) for p in range(5)]).reshape(1, 5)
+        order_map = torch.tensor(
+            [5.0 - perm.index(p) for p in range(5)]
+        ).reshape(1, 5)
         curve = faithfulness.deletion_curve(model, x, order_map, 0, **kwargs)
         assert np.all(best.scores <= curve.scores + 1e-5)
         worst_gap = min(worst_gap, curve.auc - best.auc)
     assert worst_gap >= -1e-6
     # insertion in the same order is the steepest ascent; probabilities follow the logit
-    ins = faithfulness.insertion_curve(model, x, contribution, 0, steps=5, baseline="zero")
-    inserted = np.concatenate([[0], np.cumsum(np.sort(contribution.numpy().ravel())[::-1])])
+    ins = faithfulness.insertion_curve(
+        model, x, contribution, 0, steps=5, baseline="zero"
+    )
+    inserted = np.concatenate(
+        [[0], np.cumsum(np.sort(contribution.numpy().ravel())[::-1])]
+    )
     assert np.allclose(ins.scores, 1 / (1 + np.exp(-inserted)), atol=1e-6)
     assert ins.scores[0] == pytest.approx(0.5)
 
 
 def test_curve_endpoints_and_constant_model() -> None:
-    model = linear_model(torch.zeros(3, 8, 8))  # p(class 0) = 1/2 whatever the input
+    model = linear_model(
+        torch.zeros(3, 8, 8)
+    )  # p(class 0) = 1/2 whatever the input
     x = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
     before = x.clone()
     s = torch.rand(8, 8, generator=torch.Generator().manual_seed(2))
-    curve = faithfulness.deletion_curve(model, x, s, 0, steps=4, baseline="mean", batch_size=2)
-    assert curve.kind == "deletion" and np.allclose(curve.fractions, [0, 0.25, 0.5, 0.75, 1])
+    curve = faithfulness.deletion_curve(
+        model, x, s, 0, steps=4, baseline="mean", batch_size=2
+    )
+    assert curve.kind == "deletion" and np.allclose(
+        curve.fractions, [0, 0.25, 0.5, 0.75, 1]
+    )
     assert np.allclose(curve.scores, 0.5) and curve.auc == pytest.approx(0.5)
     assert torch.equal(x, before)
     # endpoints: deletion goes from x to the baseline, insertion the other way
     w = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(3))
     lin = linear_model(w)
     base = torch.full_like(x, 0.25)
-    d = faithfulness.deletion_curve(lin, x, s, 0, fractions=[0, 0.3, 1], baseline=base, score="logit")
-    i = faithfulness.insertion_curve(lin, x, s, 0, fractions=[0, 0.3, 1], baseline=base, score="logit")
+    d = faithfulness.deletion_curve(
+        lin, x, s, 0, fractions=[0, 0.3, 1], baseline=base, score="logit"
+    )
+    i = faithfulness.insertion_curve(
+        lin, x, s, 0, fractions=[0, 0.3, 1], baseline=base, score="logit"
+    )
     assert d.scores[0] == pytest.approx(float((w * x).sum()), abs=1e-4)
     assert d.scores[-1] == pytest.approx(float((w * base).sum()), abs=1e-4)
-    assert i.scores[0] == pytest.approx(d.scores[-1], abs=1e-5) and i.scores[-1] == pytest.approx(d.scores[0], abs=1e-5)
+    assert i.scores[0] == pytest.approx(d.scores[-1], abs=1e-5) and i.scores[
+        -1
+    ] == pytest.approx(d.scores[0], abs=1e-5)
 
 
 def test_curve_batch_size_does_not_matter() -> None:
@@ -91,9 +115,15 @@ def test_baseline_image() -> None:
     before = x.clone()
     blurred = faithfulness.baseline_image(x, "blur", blur_sigma=4)
     assert blurred.shape == x.shape and float(blurred.std()) < float(x.std())
-    assert torch.allclose(blurred.mean(dim=(1, 2)), x.mean(dim=(1, 2)), atol=0.02)  # colours kept
-    assert torch.equal(faithfulness.baseline_image(x, "zero"), torch.zeros_like(x))
-    assert torch.allclose(faithfulness.baseline_image(x, "mean")[:, 0, 0], x.mean(dim=(1, 2)))
+    assert torch.allclose(
+        blurred.mean(dim=(1, 2)), x.mean(dim=(1, 2)), atol=0.02
+    )  # colours kept
+    assert torch.equal(
+        faithfulness.baseline_image(x, "zero"), torch.zeros_like(x)
+    )
+    assert torch.allclose(
+        faithfulness.baseline_image(x, "mean")[:, 0, 0], x.mean(dim=(1, 2))
+    )
     assert torch.equal(x, before)
     with pytest.raises(ValueError, match="kind"):
         faithfulness.baseline_image(x, "noise")
@@ -127,16 +157,27 @@ def test_several_maps_at_once_match_one_at_a_time() -> None:
     torch.manual_seed(0)
     model = trained_like(TinyEfficientNet())
     x = torch.rand(3, 10, 10)
-    maps = {"a": torch.rand(10, 10), "b": np.random.default_rng(0).random((10, 10))}
-    together = faithfulness.perturbation_curves(model, x, maps, 2, steps=5, baseline="zero", batch_size=3)
-    assert set(together) == {(m, k) for m in maps for k in faithfulness.CURVE_KINDS}
+    maps = {
+        "a": torch.rand(10, 10),
+        "b": np.random.default_rng(0).random((10, 10)),
+    }
+    together = faithfulness.perturbation_curves(
+        model, x, maps, 2, steps=5, baseline="zero", batch_size=3
+    )
+    assert set(together) == {
+        (m, k) for m in maps for k in faithfulness.CURVE_KINDS
+    }
     for (name, kind), curve in together.items():
-        alone = faithfulness.perturbation_curve(model, x, maps[name], 2, kind=kind, steps=5, baseline="zero")
+        alone = faithfulness.perturbation_curve(
+            model, x, maps[name], 2, kind=kind, steps=5, baseline="zero"
+        )
         assert np.allclose(curve.scores, alone.scores, atol=1e-6)
     with pytest.raises(ValueError, match="non-empty"):
         faithfulness.perturbation_curves(model, x, {})
     with pytest.raises(ValueError, match="kinds"):
-        faithfulness.perturbation_curves(model, x, maps, kinds=("deletion", "shuffle"))
+        faithfulness.perturbation_curves(
+            model, x, maps, kinds=("deletion", "shuffle")
+        )
 
 
 def test_rise_blur_is_an_11_tap_kernel_with_zero_padding():
@@ -156,6 +197,9 @@ def test_rise_blur_is_an_11_tap_kernel_with_zero_padding():
     assert float(blurred[0, i, j]) == pytest.approx(expected, rel=1e-5)
     # zero padding darkens the corners: a constant image loses mass there
     flat = baseline_image(torch.ones(3, 32, 32), "blur", blur_sigma=5, taps=11)
-    assert float(flat[0, 16, 16]) == pytest.approx(1.0, abs=1e-6) and float(flat[0, 0, 0]) < 0.5
+    assert (
+        float(flat[0, 16, 16]) == pytest.approx(1.0, abs=1e-6)
+        and float(flat[0, 0, 0]) < 0.5
+    )
     with pytest.raises(ValueError, match="odd"):
         baseline_image(x, "blur", blur_sigma=5, taps=10)

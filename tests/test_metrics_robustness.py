@@ -18,18 +18,29 @@ def test_max_sensitivity_of_a_linear_gradient_is_zero() -> None:
     model = linear_model(w)
     x = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1))
     before = x.clone()
-    result = robustness.max_sensitivity(lambda z: vanilla_gradient(model, z, 0), x, radius=0.1, n_perturbations=4)
-    assert result.value == pytest.approx(0.0, abs=1e-7) and result.ratios.shape == (4,)
+    result = robustness.max_sensitivity(
+        lambda z: vanilla_gradient(model, z, 0),
+        x,
+        radius=0.1,
+        n_perturbations=4,
+    )
+    assert result.value == pytest.approx(
+        0.0, abs=1e-7
+    ) and result.ratios.shape == (4,)
     assert torch.equal(x, before)
 
 
 def test_max_sensitivity_of_the_identity_is_bounded_by_the_radius() -> None:
     # E(x) = x: ||delta|| / ||x||, and ||delta||_2 <= radius * sqrt(d)
     x = torch.full((4, 4), 2.0)
-    r = robustness.max_sensitivity(lambda z: z, x, radius=0.05, n_perturbations=16, generator=0)
+    r = robustness.max_sensitivity(
+        lambda z: z, x, radius=0.05, n_perturbations=16, generator=0
+    )
     assert 0 < r.value <= 0.05 * 4 / 8 + 1e-9  # sqrt(16) = 4, ||x|| = 8
     assert r.value == pytest.approx(float(r.ratios.max()))
-    same = robustness.max_sensitivity(lambda z: z, x, radius=0.05, n_perturbations=16, generator=0)
+    same = robustness.max_sensitivity(
+        lambda z: z, x, radius=0.05, n_perturbations=16, generator=0
+    )
     assert np.array_equal(r.ratios, same.ratios)
 
 
@@ -49,11 +60,20 @@ def test_max_sensitivity_rejects_bad_input() -> None:
 
 def test_max_sensitivity_of_several_explanations_at_once() -> None:
     x = torch.full((4, 4), 2.0)
-    both = robustness.max_sensitivity(lambda z: {"id": z, "const": torch.ones(4, 4)}, x, radius=0.05, n_perturbations=5)
-    alone = robustness.max_sensitivity(lambda z: z, x, radius=0.05, n_perturbations=5)
+    both = robustness.max_sensitivity(
+        lambda z: {"id": z, "const": torch.ones(4, 4)},
+        x,
+        radius=0.05,
+        n_perturbations=5,
+    )
+    alone = robustness.max_sensitivity(
+        lambda z: z, x, radius=0.05, n_perturbations=5
+    )
     assert set(both) == {"id", "const"}
     assert both["const"].value == 0.0
     assert np.array_equal(both["id"].ratios, alone.ratios)  # the same deltas
     with pytest.raises(ValueError, match="keys"):
         calls = iter(range(10))
-        robustness.max_sensitivity(lambda z: {"a" if next(calls) == 0 else "b": z}, x)
+        robustness.max_sensitivity(
+            lambda z: {"a" if next(calls) == 0 else "b": z}, x
+        )

@@ -16,11 +16,15 @@ def test_similarity_known_values() -> None:
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(32, 32, generator=gen)
     assert similarity.ssim(a, a) == pytest.approx(1.0)
-    assert similarity.ssim(a, 3 * a + 2) == pytest.approx(1.0)  # scale-free after min-max scaling
+    assert similarity.ssim(a, 3 * a + 2) == pytest.approx(
+        1.0
+    )  # scale-free after min-max scaling
     assert similarity.spearman(a, a) == pytest.approx(1.0)
     assert similarity.spearman(a, -a) == pytest.approx(-1.0)
     assert similarity.spearman(a, -a, absolute=True) == pytest.approx(1.0)
-    assert similarity.spearman(a, torch.exp(a)) == pytest.approx(1.0)  # ranks only
+    assert similarity.spearman(a, torch.exp(a)) == pytest.approx(
+        1.0
+    )  # ranks only
     b = torch.randn(32, 32, generator=gen)
     assert abs(similarity.spearman(a, b)) < 0.1  # independent maps
     assert similarity.ssim(a, b) < 0.2
@@ -63,7 +67,9 @@ def test_map_similarity_closed_forms():
     assert flipped["spearman"] == pytest.approx(-1.0)
     # min-max scaled, a' and (-a)' add to one, so the mean |a' - (1 - a')| = mean |2 a' - 1|
     na = (a - a.min()) / np.ptp(a)
-    assert flipped["mean abs diff"] == pytest.approx(np.mean(np.abs(2 * na - 1)))
+    assert flipped["mean abs diff"] == pytest.approx(
+        np.mean(np.abs(2 * na - 1))
+    )
 
 
 def test_map_similarity_bad_arguments_raise():
@@ -77,14 +83,20 @@ def test_map_similarity_spearman_is_the_package_rank_correlation():
     rng = np.random.default_rng(3)
     a, b = rng.random((7, 9)), rng.random((7, 9))
     b[0, :3] = b[0, 3]  # ties, which get their average rank
-    assert similarity.map_similarity(a, b)["spearman"] == gradsal.rank_correlation(a, b)
+    assert similarity.map_similarity(a, b)[
+        "spearman"
+    ] == gradsal.rank_correlation(a, b)
     assert similarity.spearman(a, b) == gradsal.rank_correlation(a, b)
 
 
 def test_one_spearman_in_the_package():
     # every rank correlation goes through gradsal.maps.rank_correlation
     src = Path(gradsal.__file__).parent
-    callers = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if "spearmanr(" in p.read_text())
+    callers = sorted(
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if "spearmanr(" in p.read_text()
+    )
     assert callers == ["maps.py"]
 
 
@@ -102,7 +114,9 @@ def test_hog_similarity_sees_shared_edges_not_pixel_values():
     assert hog_similarity(disc, 3 * disc + 0.02 * rng.random((64, 64))) > 0.75
     square = ((abs(yy - 32) < 20) & (abs(xx - 32) < 8)).astype(float)
     noise = rng.random((64, 64))
-    assert hog_similarity(disc, square) < hog_similarity(disc, disc + 0.05 * noise)
+    assert hog_similarity(disc, square) < hog_similarity(
+        disc, disc + 0.05 * noise
+    )
     assert abs(hog_similarity(noise, rng.random((64, 64)))) < 0.3
     with pytest.raises(ValueError, match="same shape"):
         hog_similarity(disc, disc[:32])

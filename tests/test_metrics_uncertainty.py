@@ -10,8 +10,16 @@ from gradsal.metrics import bootstrap_interval, paired_difference
 
 def test_constant_scores_give_a_point_interval():
     iv = bootstrap_interval(np.full(7, 0.3))
-    assert iv.estimate == pytest.approx(0.3) and iv.low == pytest.approx(0.3) and iv.high == pytest.approx(0.3)
-    assert not iv.excludes(0.3) and iv.excludes(0.0) and str(iv) == "0.30 [0.30, 0.30]"
+    assert (
+        iv.estimate == pytest.approx(0.3)
+        and iv.low == pytest.approx(0.3)
+        and iv.high == pytest.approx(0.3)
+    )
+    assert (
+        not iv.excludes(0.3)
+        and iv.excludes(0.0)
+        and str(iv) == "0.30 [0.30, 0.30]"
+    )
 
 
 def test_interval_width_matches_the_standard_error_of_the_mean():
@@ -29,12 +37,16 @@ def test_coverage_is_near_nominal_for_thirty_photos_and_low_for_seven():
     def coverage(n, trials=300):
         hits = 0
         for t in range(trials):
-            iv = bootstrap_interval(rng.normal(0.0, 1.0, size=n), n_boot=400, seed=t)
+            iv = bootstrap_interval(
+                rng.normal(0.0, 1.0, size=n), n_boot=400, seed=t
+            )
             hits += iv.low <= 0.0 <= iv.high
         return hits / trials
 
     assert 0.89 <= coverage(30) <= 0.99
-    assert 0.78 <= coverage(7) <= 0.93  # the documented caveat: too narrow for n this small
+    assert (
+        0.78 <= coverage(7) <= 0.93
+    )  # the documented caveat: too narrow for n this small
 
 
 def test_seeds_within_photos_widen_the_interval_by_their_own_spread():

@@ -6,8 +6,8 @@ import urllib.error
 
 import pytest
 import torch
-from toy_models import TinyEfficientNet
 from torch import nn
+from toy_models import TinyEfficientNet
 
 import gradsal
 from gradsal import models
@@ -50,13 +50,19 @@ def test_top_k_batch_and_errors(lite0):
 
 def test_categories():
     names = gradsal.categories()
-    assert len(names) == 1000 and names[281] == "tabby" and names[967] == "espresso"
+    assert (
+        len(names) == 1000
+        and names[281] == "tabby"
+        and names[967] == "espresso"
+    )
     names.append("mutated")
     assert len(gradsal.categories()) == 1000  # a fresh list each time
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match="unknown model 'alexnet'; expected one of"):
+    with pytest.raises(
+        ValueError, match="unknown model 'alexnet'; expected one of"
+    ):
         gradsal.load_model("alexnet")
     with pytest.raises(TypeError, match="model name must be a string"):
         gradsal.load_model(3)
@@ -69,22 +75,36 @@ def test_random_weights_need_no_download():
     assert m2(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
 
 
-def test_torchvision_weights_offline_fail_fast_with_the_default_named(monkeypatch):
+def test_torchvision_weights_offline_fail_fast_with_the_default_named(
+    monkeypatch,
+):
     # No network in tests: make the download fail the way an offline machine does.
     import torchvision
 
     def offline(self, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        raise urllib.error.URLError(
+            "[Errno -3] Temporary failure in name resolution"
+        )
 
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
+    monkeypatch.setattr(
+        torchvision.models.WeightsEnum, "get_state_dict", offline
+    )
     with pytest.raises(RuntimeError) as info:
         gradsal.load_model("resnet50")
     message = str(info.value)
-    assert "offline" in message and "efficientnet_lite0" in message and "resnet50" in message
+    assert (
+        "offline" in message
+        and "efficientnet_lite0" in message
+        and "resnet50" in message
+    )
 
 
 def test_available_models_lists_the_default_first():
-    assert gradsal.available_models()[0] == models.DEFAULT_MODEL == "efficientnet_lite0"
+    assert (
+        gradsal.available_models()[0]
+        == models.DEFAULT_MODEL
+        == "efficientnet_lite0"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -97,12 +117,25 @@ def test_efficientnet_stages_order_and_grouping() -> None:
     by_stage = models.efficientnet_stages(wrapped)
     labels = [label for label, _ in by_stage]
     # output widths 4,6,6,8,8 -> groups [0], [1,2], [3,4], visited last first
-    assert labels == ["fc", "head", "blocks 3-4", "blocks 1-2", "block 0", "stem"]
+    assert labels == [
+        "fc",
+        "head",
+        "blocks 3-4",
+        "blocks 1-2",
+        "block 0",
+        "stem",
+    ]
     assert by_stage[0][1] == ("1._fc",)
     assert by_stage[1][1] == ("1._conv_head", "1._bn1")
     assert by_stage[-1][1] == ("1._conv_stem", "1._bn0")
     by_block = models.efficientnet_stages(net, by="block")
-    assert [label for label, _ in by_block][2:-1] == ["block 4", "block 3", "block 2", "block 1", "block 0"]
+    assert [label for label, _ in by_block][2:-1] == [
+        "block 4",
+        "block 3",
+        "block 2",
+        "block 1",
+        "block 0",
+    ]
     with pytest.raises(ValueError, match="no EfficientNet"):
         models.efficientnet_stages(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="by must be"):
@@ -111,7 +144,13 @@ def test_efficientnet_stages_order_and_grouping() -> None:
 
 def test_lite0_has_seven_stages(lite0):
     stages = models.efficientnet_stages(lite0)
-    assert [label for label, _ in stages][:2] == ["fc", "head"] and stages[-1][0] == "stem"
+    assert [label for label, _ in stages][:2] == ["fc", "head"] and stages[-1][
+        0
+    ] == "stem"
     assert len(stages) == 7 + 3
     blocks = [name for _, names in stages[2:-1] for name in names]
-    assert len(blocks) == len(models.efficientnet_stages(lite0, by="block")) - 3 == len(set(blocks))
+    assert (
+        len(blocks)
+        == len(models.efficientnet_stages(lite0, by="block")) - 3
+        == len(set(blocks))
+    )

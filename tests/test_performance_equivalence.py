@@ -25,17 +25,30 @@ def reference(lite0):
     maps = {}
     for i, name in enumerate(gradsal.photo_names()):
         x = gradsal.load_image(name)
-        maps[name] = (x, i, gradsal.smoothgrad(lite0, x, n_samples=N, generator=i, precision="float32"))
+        maps[name] = (
+            x,
+            i,
+            gradsal.smoothgrad(
+                lite0, x, n_samples=N, generator=i, precision="float32"
+            ),
+        )
     return maps
 
 
 @pytest.mark.parametrize("name", gradsal.photo_names())
 def test_auto_precision_ranks_pixels_like_float32(lite0, reference, name):
     x, seed, ref = reference[name]
-    fast = gradsal.smoothgrad(lite0, x, n_samples=N, generator=seed, precision="auto")
+    fast = gradsal.smoothgrad(
+        lite0, x, n_samples=N, generator=seed, precision="auto"
+    )
     assert fast.shape == ref.shape and fast.dtype == ref.dtype
     assert gradsal.rank_correlation(fast, ref) >= 0.99
-    assert gradsal.rank_correlation(gradsal.reduce_channels(fast), gradsal.reduce_channels(ref)) >= 0.99
+    assert (
+        gradsal.rank_correlation(
+            gradsal.reduce_channels(fast), gradsal.reduce_channels(ref)
+        )
+        >= 0.99
+    )
     # float32 arithmetic on the rewritten graph: equal up to rounding, which now and
     # then moves a unit across a ReLU6 kink for one noisy copy (hence 1%, not 1e-6).
     assert float((fast - ref).abs().sum() / ref.abs().sum()) < 1e-2
@@ -45,4 +58,9 @@ def test_pool_and_map_use_the_same_fast_path(lite0, reference):
     x, seed, _ = reference["cat"]
     pool = gradsal.noisy_attributions(lite0, x, n_samples=4, generator=seed)
     direct = gradsal.smoothgrad(lite0, x, n_samples=4, generator=seed)
-    torch.testing.assert_close(gradsal.smoothgrad_from_samples(pool, "abs"), direct, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(
+        gradsal.smoothgrad_from_samples(pool, "abs"),
+        direct,
+        atol=1e-7,
+        rtol=1e-5,
+    )

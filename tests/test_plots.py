@@ -31,7 +31,9 @@ def test_map_grid_shares_one_colour_scale():
     limits = {ax.images[0].get_clim() for ax in fig.axes if ax.images}
     assert len(limits) == 1
     lo, hi = limits.pop()
-    assert lo == pytest.approx(0.0) and hi == pytest.approx(max(float(m.max()) for m in maps))
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(
+        max(float(m.max()) for m in maps)
+    )
 
 
 def test_map_grid_signed_is_symmetric_red_blue():
@@ -61,12 +63,27 @@ def test_grid_errors():
 
 def test_real_map_end_to_end(lite0):
     x = gradsal.load_image("cat")
-    s = gradsal.normalize(gradsal.reduce_channels(gradsal.vanilla_gradient(lite0, x)))
+    s = gradsal.normalize(
+        gradsal.reduce_channels(gradsal.vanilla_gradient(lite0, x))
+    )
     fig = plots.image_map_overlay(x, s)
     image_ax, map_ax, overlay_ax = fig.axes[:3]
     # the panels show the photo, the map itself, and the map over a grey copy of the photo
-    np.testing.assert_allclose(image_ax.images[0].get_array(), x.permute(1, 2, 0).numpy(), atol=1e-6)
-    np.testing.assert_allclose(map_ax.images[0].get_array(), s.numpy(), atol=1e-6)
-    assert map_ax.images[0].get_cmap().name == "magma" and len(overlay_ax.images) == 2
-    np.testing.assert_allclose(overlay_ax.images[0].get_array(), x.mean(0).numpy(), atol=1e-6)
-    assert float(s.max()) == 1.0 and float(s.min()) == 0.0 and float(s.std()) > 0.01
+    np.testing.assert_allclose(
+        image_ax.images[0].get_array(), x.permute(1, 2, 0).numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        map_ax.images[0].get_array(), s.numpy(), atol=1e-6
+    )
+    assert (
+        map_ax.images[0].get_cmap().name == "magma"
+        and len(overlay_ax.images) == 2
+    )
+    np.testing.assert_allclose(
+        overlay_ax.images[0].get_array(), x.mean(0).numpy(), atol=1e-6
+    )
+    assert (
+        float(s.max()) == 1.0
+        and float(s.min()) == 0.0
+        and float(s.std()) > 0.01
+    )

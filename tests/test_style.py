@@ -34,9 +34,6 @@ def test_ruff_is_configured_for_the_page_width():
     assert re.search(rf"^line-length = {MAX}$", ruff.group(1), flags=re.M)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="notebooks are reformatted in a later commit"
-)
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_code_lines_fit_the_page(nb_path):
     nb = json.loads(nb_path.read_text())

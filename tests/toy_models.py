@@ -12,13 +12,19 @@ class TinyEfficientNet(nn.Module):
     class Block(nn.Module):
         def __init__(self, c_in: int, c_out: int) -> None:
             super().__init__()
-            self._depthwise_conv = nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False)
+            self._depthwise_conv = nn.Conv2d(
+                c_in, c_in, 3, padding=1, groups=c_in, bias=False
+            )
             self._bn1 = nn.BatchNorm2d(c_in)
             self._project_conv = nn.Conv2d(c_in, c_out, 1, bias=False)
             self._bn2 = nn.BatchNorm2d(c_out)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self._bn2(self._project_conv(torch.relu(self._bn1(self._depthwise_conv(x)))))
+            return self._bn2(
+                self._project_conv(
+                    torch.relu(self._bn1(self._depthwise_conv(x)))
+                )
+            )
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,8 +52,12 @@ def trained_like(model: nn.Module, seed: int = 1) -> nn.Module:
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3 + 0.1)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+                m.running_mean.copy_(
+                    torch.randn(m.running_mean.shape, generator=gen) * 0.1
+                )
+                m.running_var.copy_(
+                    torch.rand(m.running_var.shape, generator=gen) + 0.5
+                )
     return model.eval()
 
 

@@ -29,7 +29,14 @@ from .methods import (
     smoothgrad_from_samples,
     vanilla_gradient,
 )
-from .models import DEFAULT_MODEL, PixelNormalize, available_models, categories, load_model, top_k
+from .models import (
+    DEFAULT_MODEL,
+    PixelNormalize,
+    available_models,
+    categories,
+    load_model,
+    top_k,
+)
 
 __version__ = "0.1.0"
 
@@ -47,7 +54,9 @@ def __getattr__(name: str):
     except ModuleNotFoundError as err:
         if err.name != f"{__name__}.{name}":
             raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}"
+        ) from None
 
 
 __all__ = [

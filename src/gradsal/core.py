@@ -49,31 +49,52 @@ Target = int | Sequence[int] | torch.Tensor | None
 # small checks
 
 
-def check_positive_int(value: object, name: str, *, allow_none: bool = False) -> int | None:
+def check_positive_int(
+    value: object, name: str, *, allow_none: bool = False
+) -> int | None:
     """``value`` if it is an integer >= 1 (or None where allowed), else a ValueError naming ``name``."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        expected = "an integer >= 1 or None" if allow_none else "an integer >= 1"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < 1
+    ):
+        expected = (
+            "an integer >= 1 or None" if allow_none else "an integer >= 1"
+        )
         raise ValueError(f"{name} must be {expected}; got {value!r}")
     return int(value)
 
 
 def check_number(
-    value: object, name: str, *, minimum: float | None = None, strict: bool = False, meaning: str | None = None
+    value: object,
+    name: str,
+    *,
+    minimum: float | None = None,
+    strict: bool = False,
+    meaning: str | None = None,
 ) -> float:
     """``value`` as a float if it is a finite real number (``>= minimum``, or ``>`` if ``strict``).
 
     ``meaning`` (e.g. "a fraction of the image's range") is added to the error.
     """
     about = f" ({meaning})" if meaning else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a finite number{about}; got {value!r}")
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise ValueError(
+            f"{name} must be a finite number{about}; got {value!r}"
+        )
     v = float(value)
     if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number{about}; got {value!r}")
+        raise ValueError(
+            f"{name} must be a finite number{about}; got {value!r}"
+        )
     if minimum is not None and (v <= minimum if strict else v < minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}{about}; got {value!r}")
+        raise ValueError(
+            f"{name} must be {'>' if strict else '>='} {minimum:g}{about}; got {value!r}"
+        )
     return v
 
 
@@ -81,15 +102,21 @@ def to_numpy(a: object, name: str = "array") -> np.ndarray:
     """A float64 NumPy copy of a tensor or array-like (detached, on the CPU)."""
     if isinstance(a, torch.Tensor):
         if a.is_complex():
-            raise TypeError(f"{name} must hold real numbers; got dtype {a.dtype}")
+            raise TypeError(
+                f"{name} must hold real numbers; got dtype {a.dtype}"
+            )
         return a.detach().cpu().double().numpy()
     try:
         return np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a tensor or an array of numbers; got {type(a).__name__}") from None
+        raise TypeError(
+            f"{name} must be a tensor or an array of numbers; got {type(a).__name__}"
+        ) from None
 
 
-def as_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
+def as_generator(
+    generator: torch.Generator | int | None,
+) -> torch.Generator | None:
     """The package's one seeding rule.
 
     A ``torch.Generator`` is used as given (and advanced); an int seeds a fresh
@@ -99,9 +126,13 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
     """
     if generator is None or isinstance(generator, torch.Generator):
         return generator
-    if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+    if isinstance(generator, (int, np.integer)) and not isinstance(
+        generator, bool
+    ):
         return torch.Generator().manual_seed(int(generator))
-    raise TypeError(f"generator must be a torch.Generator, an int seed or None; got {type(generator).__name__}")
+    raise TypeError(
+        f"generator must be a torch.Generator, an int seed or None; got {type(generator).__name__}"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -113,15 +144,23 @@ def check_input(x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor (e.g. float32 pixels in [0, 1]); got dtype {x.dtype}")
+        raise TypeError(
+            f"x must be a floating-point tensor (e.g. float32 pixels in [0, 1]); got dtype {x.dtype}"
+        )
     if x.numel() == 0:
-        raise ValueError(f"x is empty (shape {tuple(x.shape)}); expected at least one value")
+        raise ValueError(
+            f"x is empty (shape {tuple(x.shape)}); expected at least one value"
+        )
     if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values; expected finite numbers")
+        raise ValueError(
+            "x contains NaN or infinite values; expected finite numbers"
+        )
     return x
 
 
-def as_batch(x: object, batched: bool | None = None) -> tuple[torch.Tensor, bool]:
+def as_batch(
+    x: object, batched: bool | None = None
+) -> tuple[torch.Tensor, bool]:
     """Return ``(x with a leading batch axis, whether one was added)`` after :func:`check_input`.
 
     With ``batched=None`` the rank decides: (C, H, W) images and (F,) vectors are
@@ -140,7 +179,9 @@ def as_batch(x: object, batched: bool | None = None) -> tuple[torch.Tensor, bool
         )
     if batched:
         if x.ndim < 2:
-            raise ValueError(f"batched=True needs a batch axis plus at least one more; got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"batched=True needs a batch axis plus at least one more; got shape {tuple(x.shape)}"
+            )
         return x, False
     return x.unsqueeze(0), True
 
@@ -153,7 +194,9 @@ def as_batch(x: object, batched: bool | None = None) -> tuple[torch.Tensor, bool
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Every submodule in eval mode for the duration; each one's own flag restored afterwards."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a torch.nn.Module; got {type(model).__name__}"
+        )
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -195,9 +238,19 @@ def device_of(model: nn.Module, fallback: torch.device) -> torch.device:
 def forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
     """``model(xb)``, checked to be (B, K) logits for the B inputs of ``xb``."""
     out = model(xb)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != xb.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model must map a batch of {xb.shape[0]} inputs to ({xb.shape[0]}, K) logits; got {shape}")
+    if (
+        not isinstance(out, torch.Tensor)
+        or out.ndim != 2
+        or out.shape[0] != xb.shape[0]
+    ):
+        shape = (
+            tuple(out.shape)
+            if isinstance(out, torch.Tensor)
+            else type(out).__name__
+        )
+        raise ValueError(
+            f"the model must map a batch of {xb.shape[0]} inputs to ({xb.shape[0]}, K) logits; got {shape}"
+        )
     return out
 
 
@@ -211,28 +264,40 @@ def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     if target is None:
         return logits.argmax(dim=1)
     if isinstance(target, bool):
-        raise TypeError("target must be an int class index, a sequence of them or None; got a bool")
+        raise TypeError(
+            "target must be an int class index, a sequence of them or None; got a bool"
+        )
     if isinstance(target, int):
         t = torch.full((b,), target, dtype=torch.long)
     else:
         try:
             t = torch.as_tensor(target)
         except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"target must be an int, a sequence of ints or None; got {target!r}") from None
+            raise TypeError(
+                f"target must be an int, a sequence of ints or None; got {target!r}"
+            ) from None
         if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
-            raise TypeError(f"target must hold integer class indices; got dtype {t.dtype}")
+            raise TypeError(
+                f"target must hold integer class indices; got dtype {t.dtype}"
+            )
         t = t.long().reshape(-1)
         if t.numel() == 1:
             t = t.expand(b)
         elif t.numel() != b:
-            raise ValueError(f"target has {t.numel()} entries but x holds {b} examples; expected one per example")
+            raise ValueError(
+                f"target has {t.numel()} entries but x holds {b} examples; expected one per example"
+            )
     if (t < 0).any() or (t >= k).any():
         shown = t.tolist() if t.numel() <= 10 else "..."
-        raise ValueError(f"target {shown} out of range: the model has {k} classes (0 to {k - 1})")
+        raise ValueError(
+            f"target {shown} out of range: the model has {k} classes (0 to {k - 1})"
+        )
     return t.to(logits.device)
 
 
-def logit_gradient(model: nn.Module, xb: torch.Tensor, target: Target) -> torch.Tensor:
+def logit_gradient(
+    model: nn.Module, xb: torch.Tensor, target: Target
+) -> torch.Tensor:
     """``d logit[target_i] / d x_i`` for every example of a batch, by one backward pass.
 
     The targets are resolved against the logits of the same forward pass (None:
@@ -250,7 +315,10 @@ def logit_gradient(model: nn.Module, xb: torch.Tensor, target: Target) -> torch.
 
 
 def prepare(
-    model: nn.Module, x: torch.Tensor, target: Target, batched: bool | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target,
+    batched: bool | None = None,
 ) -> tuple[torch.Tensor, bool, torch.Tensor]:
     """``(batch on the model's device, whether a batch axis was added, (B,) targets)``.
 

@@ -1,4 +1,4 @@
-"""Photos as (3, H, W) tensors in [0, 1] (chapter 00-Setup).
+"""Photos as (3, H, W) tensors in [0, 1] (chapter 00, Setup).
 
 The bundled photos come from files that scikit-image and scikit-learn ship, so
 nothing is downloaded. A path, raw bytes or a PIL image a reader supplies goes
@@ -46,9 +46,18 @@ def _sklearn(filename: str) -> Callable[[], np.ndarray]:
 PHOTOS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
     "cat": (_skimage("chelsea"), "Chelsea the cat (scikit-image)"),
     "coffee": (_skimage("coffee"), "a cup of coffee (scikit-image)"),
-    "rocket": (_skimage("rocket"), "a rocket on its launch pad (scikit-image)"),
-    "astronaut": (_skimage("astronaut"), "astronaut Eileen Collins (scikit-image)"),
-    "motorcycle": (_skimage("stereo_motorcycle"), "a motorcycle, left stereo view (scikit-image)"),
+    "rocket": (
+        _skimage("rocket"),
+        "a rocket on its launch pad (scikit-image)",
+    ),
+    "astronaut": (
+        _skimage("astronaut"),
+        "astronaut Eileen Collins (scikit-image)",
+    ),
+    "motorcycle": (
+        _skimage("stereo_motorcycle"),
+        "a motorcycle, left stereo view (scikit-image)",
+    ),
     "china": (_sklearn("china.jpg"), "a Chinese temple (scikit-learn)"),
     "flower": (_sklearn("flower.jpg"), "a flower (scikit-learn)"),
 }
@@ -69,14 +78,18 @@ def load_image(
     side is resized with a bicubic filter to ``round(size * 256 / 224)`` and the
     centre ``size x size`` square is kept, as in the model's evaluation. Greyscale,
     palette, transparent (composited on white), 16-bit and EXIF-rotated images are
-    handled. See chapter 00-Setup.
+    handled. See chapter 00, Setup.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an integer of at least 8 pixels; got {size!r}")
+        raise ValueError(
+            f"size must be an integer of at least 8 pixels; got {size!r}"
+        )
     if isinstance(source, Image.Image):
         pixels = _pil_to_float(source)
     elif isinstance(source, (bytes, bytearray)):
-        pixels = _pil_to_float(_open(io.BytesIO(bytes(source)), "the given bytes"))
+        pixels = _pil_to_float(
+            _open(io.BytesIO(bytes(source)), "the given bytes")
+        )
     elif isinstance(source, (str, os.PathLike)):
         key = str(source)
         if key in PHOTOS:
@@ -89,7 +102,9 @@ def load_image(
                     f"(bundled: {', '.join(PHOTOS)})"
                 )
             if not path.is_file():
-                raise IsADirectoryError(f"{str(path)!r} is a directory, expected an image file")
+                raise IsADirectoryError(
+                    f"{str(path)!r} is a directory, expected an image file"
+                )
             pixels = _pil_to_float(_open(path, repr(str(path))))
     else:
         raise TypeError(
@@ -107,30 +122,45 @@ def _open(fp, what: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp)
             img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+    except (
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:
         raise ValueError(
             f"{what} is too large to be a photo (decompression bomb guard: {err}); "
             "expected at most PIL.Image.MAX_IMAGE_PIXELS pixels"
         ) from None
     except UnidentifiedImageError:
-        raise ValueError(f"{what} is not an image file PIL can read (expected JPEG, PNG, ...)") from None
+        raise ValueError(
+            f"{what} is not an image file PIL can read (expected JPEG, PNG, ...)"
+        ) from None
     except (OSError, SyntaxError) as err:
-        raise ValueError(f"{what} could not be decoded; the file is truncated or corrupt ({err})") from None
+        raise ValueError(
+            f"{what} could not be decoded; the file is truncated or corrupt ({err})"
+        ) from None
     return img
 
 
 def _pil_to_float(img: Image.Image) -> np.ndarray:
     """Any PIL image -> (H, W, 3) float32 array in [0, 1], upright."""
-    img = ImageOps.exif_transpose(img)  # returns a copy; the caller's image is untouched
+    img = ImageOps.exif_transpose(
+        img
+    )  # returns a copy; the caller's image is untouched
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         grey = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if grey.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        peak = (
+            65535.0
+            if grey.max(initial=0) > 255 or img.mode.startswith("I;16")
+            else 255.0
+        )
         grey = np.clip(grey / peak, 0.0, 1.0)
         return np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     if img.mode == "F":
         grey = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return np.repeat(grey[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or (
+        img.mode == "P" and "transparency" in img.info
+    ):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
@@ -154,7 +184,13 @@ def _resize_and_crop(pixels: np.ndarray, size: int) -> torch.Tensor:
     scale = short / min(h, w)
     new_h, new_w = max(short, round(h * scale)), max(short, round(w * scale))
     x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
-    x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+    x = F.interpolate(
+        x,
+        size=(new_h, new_w),
+        mode="bicubic",
+        align_corners=False,
+        antialias=True,
+    )
     top, left = (new_h - size) // 2, (new_w - size) // 2
     x = x[0, :, top : top + size, left : left + size]
     # Bicubic filters overshoot at sharp edges; pixels stay in [0, 1].
@@ -164,5 +200,7 @@ def _resize_and_crop(pixels: np.ndarray, size: int) -> torch.Tensor:
 def to_numpy_image(x: torch.Tensor) -> np.ndarray:
     """A (3, H, W) tensor in [0, 1] -> an (H, W, 3) numpy array for ``imshow``."""
     if not isinstance(x, torch.Tensor) or x.ndim != 3:
-        raise ValueError(f"expected a (C, H, W) tensor; got {getattr(x, 'shape', type(x).__name__)}")
+        raise ValueError(
+            f"expected a (C, H, W) tensor; got {getattr(x, 'shape', type(x).__name__)}"
+        )
     return x.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy()

@@ -24,12 +24,16 @@ def reduce_channels(g: torch.Tensor, how: str = "max") -> torch.Tensor:
     ``how``: ``"max"`` max_k |g_k|; ``"mean"`` mean_k |g_k|; ``"l2"``
     sqrt(sum_k g_k^2); ``"sum"`` sum_k |g_k|; ``"positive"`` max_k max(g_k, 0),
     which keeps only pixels whose increase raises the logit; ``"square"`` max_k g_k^2.
-    The channel axis is the third from the end. See chapter 01-VanillaGradient.
+    The channel axis is the third from the end. See chapter 01, The Vanilla Gradient.
     """
     if not isinstance(g, torch.Tensor) or not g.is_floating_point():
-        raise TypeError("g must be a floating-point tensor of shape (..., C, H, W)")
+        raise TypeError(
+            "g must be a floating-point tensor of shape (..., C, H, W)"
+        )
     if g.ndim < 3:
-        raise ValueError(f"g must have shape (..., C, H, W) with at least 3 axes; got {tuple(g.shape)}")
+        raise ValueError(
+            f"g must have shape (..., C, H, W) with at least 3 axes; got {tuple(g.shape)}"
+        )
     if g.numel() == 0:
         raise ValueError(f"g is empty (shape {tuple(g.shape)})")
     if how == "max":
@@ -48,7 +52,10 @@ def reduce_channels(g: torch.Tensor, how: str = "max") -> torch.Tensor:
 
 
 def normalize(
-    s: torch.Tensor, *, dim: int | tuple[int, ...] | None = None, clip_percentile: float | None = None
+    s: torch.Tensor,
+    *,
+    dim: int | tuple[int, ...] | None = None,
+    clip_percentile: float | None = None,
 ) -> torch.Tensor:
     """Min-max scale a map to [0, 1]; a constant map becomes zeros, never NaN.
 
@@ -56,7 +63,7 @@ def normalize(
     one colour scale); ``dim=(-2, -1)`` scales each (H, W) map of a batch on its
     own. ``clip_percentile`` (e.g. 99) first clips values above that percentile,
     as PAIR's visualisation does, so a few extreme pixels do not darken the rest.
-    The input is not modified. See chapter 01-VanillaGradient.
+    The input is not modified. See chapter 01, The Vanilla Gradient.
     """
     if not isinstance(s, torch.Tensor) or not s.is_floating_point():
         raise TypeError("s must be a floating-point tensor")
@@ -64,13 +71,23 @@ def normalize(
         raise ValueError("s is empty; expected a map with at least one value")
     if not torch.isfinite(s).all():
         raise ValueError("s contains NaN or infinite values")
-    dims = tuple(range(s.ndim)) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
+    dims = (
+        tuple(range(s.ndim))
+        if dim is None
+        else ((dim,) if isinstance(dim, int) else tuple(dim))
+    )
     s = s.detach()
     if clip_percentile is not None:
         if not 0 < clip_percentile <= 100:
-            raise ValueError(f"clip_percentile must be in (0, 100]; got {clip_percentile}")
-        upper = np.percentile(to_numpy(s), clip_percentile, axis=dims, keepdims=True)
-        s = torch.minimum(s, torch.as_tensor(upper, dtype=s.dtype, device=s.device))
+            raise ValueError(
+                f"clip_percentile must be in (0, 100]; got {clip_percentile}"
+            )
+        upper = np.percentile(
+            to_numpy(s), clip_percentile, axis=dims, keepdims=True
+        )
+        s = torch.minimum(
+            s, torch.as_tensor(upper, dtype=s.dtype, device=s.device)
+        )
     lo = s.amin(dim=dims, keepdim=True)
     hi = s.amax(dim=dims, keepdim=True)
     span = hi - lo
@@ -78,7 +95,9 @@ def normalize(
     return torch.where(span > 0, (s - lo) / safe, torch.zeros_like(s))
 
 
-def rank_correlation(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+def rank_correlation(
+    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray
+) -> float:
     """Spearman rank correlation between two maps of the same shape.
 
     Ties get their average rank. It compares the ordering of pixels only, so it
@@ -89,9 +108,13 @@ def rank_correlation(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray)
 
     a_np, b_np = to_numpy(a, "a"), to_numpy(b, "b")
     if a_np.shape != b_np.shape:
-        raise ValueError(f"maps must have the same shape; got {a_np.shape} and {b_np.shape}")
+        raise ValueError(
+            f"maps must have the same shape; got {a_np.shape} and {b_np.shape}"
+        )
     if a_np.size < 2:
         raise ValueError("maps need at least two values to be rank-correlated")
     if np.ptp(a_np) == 0 or np.ptp(b_np) == 0:
-        raise ValueError("a constant map has no ranking; rank correlation is undefined")
+        raise ValueError(
+            "a constant map has no ranking; rank correlation is undefined"
+        )
     return float(spearmanr(a_np.ravel(), b_np.ravel()).statistic)

@@ -1,4 +1,4 @@
-"""Classifiers that take RGB pixels in [0, 1] (chapter 00-Setup).
+"""Classifiers that take RGB pixels in [0, 1] (chapter 00, Setup).
 
 Every model handed out here does its own normalisation as its first layer, so
 gradients are always taken with respect to the [0, 1] pixels that the chapters'
@@ -47,14 +47,18 @@ class PixelNormalize(nn.Module):
     """Affine map from [0, 1] pixels to the input space a network was trained on.
 
     Computes ``(x - shift) / scale`` with one shift and scale per channel, so it is
-    a fixed, differentiable first layer (chapter 00-Setup explains why gradients
+    a fixed, differentiable first layer (the Setup chapter (00) explains why gradients
     are taken before it).
     """
 
     def __init__(self, shift: Sequence[float], scale: Sequence[float]) -> None:
         super().__init__()
-        self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32).view(-1, 1, 1))
-        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer(
+            "shift", torch.tensor(shift, dtype=torch.float32).view(-1, 1, 1)
+        )
+        self.register_buffer(
+            "scale", torch.tensor(scale, dtype=torch.float32).view(-1, 1, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift) / self.scale
@@ -68,7 +72,9 @@ def available_models() -> list[str]:
     return [DEFAULT_MODEL, *_TORCHVISION_MODELS]
 
 
-def load_model(name: str = DEFAULT_MODEL, *, pretrained: bool = True) -> nn.Module:
+def load_model(
+    name: str = DEFAULT_MODEL, *, pretrained: bool = True
+) -> nn.Module:
     """Load an ImageNet classifier that maps (B, 3, H, W) pixels in [0, 1] to logits.
 
     The default, EfficientNet-Lite0, loads offline from the weights inside the
@@ -77,17 +83,21 @@ def load_model(name: str = DEFAULT_MODEL, *, pretrained: bool = True) -> nn.Modu
     message naming the offline default. ``pretrained=False`` gives the same
     architecture with random weights (used by the sanity checks of chapter 05).
     The model is returned in eval mode with every parameter frozen.
-    See chapter 00-Setup.
+    See chapter 00, Setup.
     """
     if not isinstance(name, str):
-        raise TypeError(f"model name must be a string, one of {available_models()}; got {type(name).__name__}")
+        raise TypeError(
+            f"model name must be a string, one of {available_models()}; got {type(name).__name__}"
+        )
     key = name.lower().replace("-", "_")
     if key == DEFAULT_MODEL:
         model = _efficientnet_lite0(pretrained)
     elif key in _TORCHVISION_MODELS:
         model = _torchvision_model(key, pretrained)
     else:
-        raise ValueError(f"unknown model {name!r}; expected one of {available_models()}")
+        raise ValueError(
+            f"unknown model {name!r}; expected one of {available_models()}"
+        )
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -115,14 +125,20 @@ def _torchvision_model(key: str, pretrained: bool) -> nn.Module:
     import torchvision
 
     builder = getattr(torchvision.models, key)
-    weights = getattr(torchvision.models, _TORCHVISION_MODELS[key]).DEFAULT if pretrained else None
+    weights = (
+        getattr(torchvision.models, _TORCHVISION_MODELS[key]).DEFAULT
+        if pretrained
+        else None
+    )
     net = builder(weights=None)
     if weights is not None:
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
         try:
             state = weights.get_state_dict(progress=False, check_hash=True)
-        except Exception as err:  # URLError, timeouts, DNS failures, HTTP errors
+        except (
+            Exception
+        ) as err:  # URLError, timeouts, DNS failures, HTTP errors
             raise RuntimeError(
                 f"could not download the pretrained weights of {key!r} ({type(err).__name__}: {err}). "
                 f"This machine seems to be offline; the offline default {DEFAULT_MODEL!r} needs no "
@@ -137,7 +153,17 @@ def _torchvision_model(key: str, pretrained: bool) -> nn.Module:
 
 def _efficientnet_prefix(model: nn.Module) -> tuple[str, nn.Module]:
     for name, module in model.named_modules():
-        if all(hasattr(module, a) for a in ("_conv_stem", "_bn0", "_blocks", "_conv_head", "_bn1", "_fc")):
+        if all(
+            hasattr(module, a)
+            for a in (
+                "_conv_stem",
+                "_bn0",
+                "_blocks",
+                "_conv_head",
+                "_bn1",
+                "_fc",
+            )
+        ):
             return (name + "." if name else ""), module
     raise ValueError(
         "no EfficientNet found inside the model (a module with _conv_stem, _blocks, _conv_head and _fc); "
@@ -145,7 +171,9 @@ def _efficientnet_prefix(model: nn.Module) -> tuple[str, nn.Module]:
     )
 
 
-def efficientnet_stages(model: nn.Module, *, by: str = "stage") -> list[tuple[str, tuple[str, ...]]]:
+def efficientnet_stages(
+    model: nn.Module, *, by: str = "stage"
+) -> list[tuple[str, tuple[str, ...]]]:
     """The stages of an EfficientNet, from the top of the network down.
 
     Returns ``(label, submodule names)`` pairs, in the order in which the cascading
@@ -179,8 +207,14 @@ def efficientnet_stages(model: nn.Module, *, by: str = "stage") -> list[tuple[st
         ("head", (f"{prefix}_conv_head", f"{prefix}_bn1")),
     ]
     for group in reversed(groups):
-        label = f"block {group[0]}" if len(group) == 1 else f"blocks {group[0]}-{group[-1]}"
-        steps.append((label, tuple(f"{prefix}_blocks.{i}" for i in reversed(group))))
+        label = (
+            f"block {group[0]}"
+            if len(group) == 1
+            else f"blocks {group[0]}-{group[-1]}"
+        )
+        steps.append(
+            (label, tuple(f"{prefix}_blocks.{i}" for i in reversed(group)))
+        )
     steps.append(("stem", (f"{prefix}_conv_stem", f"{prefix}_bn0")))
     return steps
 
@@ -198,12 +232,14 @@ def categories() -> list[str]:
 
 
 @torch.no_grad()
-def top_k(model: nn.Module, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+def top_k(
+    model: nn.Module, x: torch.Tensor, k: int = 5
+) -> list[list[tuple[str, float]]]:
     """The ``k`` most probable classes and their softmax probabilities.
 
     ``x`` is one image (3, H, W) or a batch (B, 3, H, W); the result has one list
     of ``(class name, probability)`` pairs per image. The model's train/eval mode
-    is left as it was. See chapter 00-Setup.
+    is left as it was. See chapter 00, Setup.
     """
     xb, _ = as_batch(x, batched=None)
     names = _categories()
@@ -213,6 +249,7 @@ def top_k(model: nn.Module, x: torch.Tensor, k: int = 5) -> list[list[tuple[str,
         raise ValueError(f"k must be between 1 and {logits.shape[1]}; got {k}")
     probs, idx = logits.softmax(dim=1).topk(k, dim=1)
     label = (lambda i: names[i]) if logits.shape[1] == len(names) else str
-    return [[(label(int(i)), float(p)) for p, i in zip(pr, ix)] for pr, ix in zip(probs, idx)]
-
-
+    return [
+        [(label(int(i)), float(p)) for p, i in zip(pr, ix)]
+        for pr, ix in zip(probs, idx)
+    ]

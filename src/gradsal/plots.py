@@ -34,7 +34,11 @@ ArrayLike = torch.Tensor | np.ndarray
 
 def _image(image: ArrayLike) -> np.ndarray:
     arr = to_numpy(image, "image")
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+    if (
+        arr.ndim == 3
+        and arr.shape[0] in (1, 3)
+        and arr.shape[-1] not in (1, 3)
+    ):
         arr = arr.transpose(1, 2, 0)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -44,7 +48,9 @@ def _image(image: ArrayLike) -> np.ndarray:
 def _map(s: ArrayLike) -> np.ndarray:
     arr = to_numpy(s, "map")
     if arr.ndim != 2:
-        raise ValueError(f"a map must have shape (H, W); got {arr.shape} (reduce channels first)")
+        raise ValueError(
+            f"a map must have shape (H, W); got {arr.shape} (reduce channels first)"
+        )
     return arr
 
 
@@ -57,9 +63,16 @@ def _clean(ax: Axes, title: str | None) -> None:
         ax.set_title(title, fontsize=10)
 
 
-def show_image(ax: Axes, image: ArrayLike, title: str | None = None) -> AxesImage:
+def show_image(
+    ax: Axes, image: ArrayLike, title: str | None = None
+) -> AxesImage:
     """Draw a (3, H, W) or (H, W, 3) image in [0, 1]."""
-    im = ax.imshow(_image(image), cmap="gray" if _image(image).ndim == 2 else None, vmin=0, vmax=1)
+    im = ax.imshow(
+        _image(image),
+        cmap="gray" if _image(image).ndim == 2 else None,
+        vmin=0,
+        vmax=1,
+    )
     _clean(ax, title)
     return im
 
@@ -75,7 +88,9 @@ def show_map(
     colorbar: bool = False,
 ) -> AxesImage:
     """Draw an (H, W) magnitude map; pass ``vmin``/``vmax`` to share a scale."""
-    im = ax.imshow(_map(s), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    im = ax.imshow(
+        _map(s), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest"
+    )
     _clean(ax, title)
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
@@ -83,7 +98,12 @@ def show_map(
 
 
 def show_signed(
-    ax: Axes, s: ArrayLike, *, limit: float | None = None, title: str | None = None, colorbar: bool = False
+    ax: Axes,
+    s: ArrayLike,
+    *,
+    limit: float | None = None,
+    title: str | None = None,
+    colorbar: bool = False,
 ) -> AxesImage:
     """Draw a signed (H, W) map: red positive, blue negative, white zero.
 
@@ -93,7 +113,9 @@ def show_signed(
     arr = _map(s)
     lim = float(np.abs(arr).max()) if limit is None else float(limit)
     lim = lim if lim > 0 else 1.0
-    im = ax.imshow(arr, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    im = ax.imshow(
+        arr, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest"
+    )
     _clean(ax, title)
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
@@ -101,7 +123,13 @@ def show_signed(
 
 
 def show_overlay(
-    ax: Axes, image: ArrayLike, s: ArrayLike, *, cmap: str = "magma", alpha: float = 0.6, title: str | None = None
+    ax: Axes,
+    image: ArrayLike,
+    s: ArrayLike,
+    *,
+    cmap: str = "magma",
+    alpha: float = 0.6,
+    title: str | None = None,
 ) -> AxesImage:
     """Draw a map over a greyed-out copy of the image, to see where it falls."""
     img = _image(image)
@@ -110,13 +138,20 @@ def show_overlay(
     arr = _map(s)
     span = arr.max() - arr.min()
     norm = (arr - arr.min()) / span if span > 0 else np.zeros_like(arr)
-    im = ax.imshow(norm, cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="nearest")
+    im = ax.imshow(
+        norm, cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="nearest"
+    )
     _clean(ax, title)
     return im
 
 
 def image_map_overlay(
-    image: ArrayLike, s: ArrayLike, *, title: str | None = None, cmap: str = "magma", map_title: str = "saliency"
+    image: ArrayLike,
+    s: ArrayLike,
+    *,
+    title: str | None = None,
+    cmap: str = "magma",
+    map_title: str = "saliency",
 ) -> Figure:
     """Three panels side by side: the image, the map (with a colour bar), the overlay."""
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6), layout="constrained")
@@ -155,8 +190,14 @@ def map_grid(
     ncols = ncols or min(panels, 5)
     nrows = -(-panels // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(panel_size * ncols + (0.6 if shared_scale else 0), panel_size * nrows + 0.4),
-        layout="constrained", squeeze=False,
+        nrows,
+        ncols,
+        figsize=(
+            panel_size * ncols + (0.6 if shared_scale else 0),
+            panel_size * nrows + 0.4,
+        ),
+        layout="constrained",
+        squeeze=False,
     )
     flat = list(axes.ravel())
     if image is not None:
@@ -171,21 +212,31 @@ def map_grid(
     for i, (ax, arr) in enumerate(zip(flat, arrays)):
         t = titles[i] if titles is not None else None
         if signed:
-            last = show_signed(ax, arr, limit=lims[i], title=t, colorbar=not shared_scale)
+            last = show_signed(
+                ax, arr, limit=lims[i], title=t, colorbar=not shared_scale
+            )
         elif shared_scale:
             last = show_map(ax, arr, cmap=cmap, vmin=lo, vmax=hi, title=t)
         else:
             last = show_map(ax, arr, cmap=cmap, title=t, colorbar=True)
-    for ax in flat[len(arrays):]:
+    for ax in flat[len(arrays) :]:
         ax.axis("off")
     if shared_scale and last is not None:
-        fig.colorbar(last, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label="shared scale")
+        fig.colorbar(
+            last,
+            ax=axes.ravel().tolist(),
+            fraction=0.025,
+            pad=0.02,
+            label="shared scale",
+        )
     if suptitle:
         fig.suptitle(suptitle)
     return fig
 
 
-def signed_figure(image: ArrayLike, s: ArrayLike, *, title: str | None = None) -> Figure:
+def signed_figure(
+    image: ArrayLike, s: ArrayLike, *, title: str | None = None
+) -> Figure:
     """The image beside a signed map (red raises the logit, blue lowers it)."""
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.6), layout="constrained")
     show_image(axes[0], image, "image")

@@ -69,7 +69,9 @@ def planted_window_series(
     check_positive_int(n, "n")
     check_positive_int(width, "width")
     if length < width:
-        raise ValueError(f"need 1 <= width <= length; got width={width}, length={length}")
+        raise ValueError(
+            f"need 1 <= width <= length; got width={width}, length={length}"
+        )
     g = as_generator(generator)
     y = torch.randperm(n, generator=g) % 2
     start = torch.randint(0, length - width + 1, (n,), generator=g)
@@ -79,7 +81,9 @@ def planted_window_series(
         phase = 2 * math.pi * torch.rand(n, 1, generator=g)
         t = torch.arange(length, dtype=torch.float32).reshape(1, -1)
         x = x + trend * torch.sin(2 * math.pi * t / period + phase)
-    shape = torch.hann_window(width + 2, periodic=False)[1:-1]  # strictly positive on all `width` steps
+    shape = torch.hann_window(width + 2, periodic=False)[
+        1:-1
+    ]  # strictly positive on all `width` steps
     sign = 2.0 * y.float() - 1.0
     rows = torch.arange(n).reshape(-1, 1)
     cols = start.reshape(-1, 1) + torch.arange(width).reshape(1, -1)
@@ -97,11 +101,19 @@ class SeriesCNN(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 1, channels: int = 16, kernel_size: int = 7, n_classes: int = 2, *, seed: int = 0
+        self,
+        in_channels: int = 1,
+        channels: int = 16,
+        kernel_size: int = 7,
+        n_classes: int = 2,
+        *,
+        seed: int = 0,
     ):
         super().__init__()
         pad = kernel_size // 2
-        with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG untouched
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # seeded weights, global RNG untouched
             torch.manual_seed(seed)
             self.features = nn.Sequential(
                 nn.Conv1d(in_channels, channels, kernel_size, padding=pad),
@@ -134,7 +146,9 @@ class Standardize(nn.Module):
         std = torch.as_tensor(std, dtype=torch.float32)
         if (std <= 0).any():
             raise ValueError("std must be positive for every feature")
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer(
+            "mean", torch.as_tensor(mean, dtype=torch.float32).clone()
+        )
         self.register_buffer("std", std.clone())
 
     @classmethod
@@ -146,7 +160,13 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def tabular_mlp(n_features: int, hidden: Sequence[int] = (32, 32), n_classes: int = 2, *, seed: int = 0) -> nn.Sequential:
+def tabular_mlp(
+    n_features: int,
+    hidden: Sequence[int] = (32, 32),
+    n_classes: int = 2,
+    *,
+    seed: int = 0,
+) -> nn.Sequential:
     """A ReLU multilayer perceptron mapping (B, n_features) to (B, n_classes) logits.
 
     With ``n_classes=1`` the single output is read as the log-odds of class 1
@@ -191,7 +211,9 @@ def tabular_rule_data(
     z = torch.randn(n, d, generator=g)
     for j, (i, rho) in (correlated or {}).items():
         if not (0 <= i < d and 0 <= j < d and i != j and -1 <= rho <= 1):
-            raise ValueError(f"correlated entry {j}: ({i}, {rho}) is not a valid (column, correlation)")
+            raise ValueError(
+                f"correlated entry {j}: ({i}, {rho}) is not a valid (column, correlation)"
+            )
         z[:, j] = rho * z[:, i] + math.sqrt(1 - rho**2) * z[:, j]
     score = bias + z @ coef_t
     for j, a in (quadratic or {}).items():
@@ -227,7 +249,9 @@ def train_classifier(
     Chapter 06, Beyond Images.
     """
     g = as_generator(generator)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=lr, weight_decay=weight_decay
+    )
     ce = nn.CrossEntropyLoss()
     bce = nn.BCEWithLogitsLoss()
 
@@ -262,5 +286,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """
     with eval_mode(model):
         logits = model(x)
-    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    pred = (
+        (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    )
     return float((pred == y).float().mean())

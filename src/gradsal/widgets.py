@@ -56,7 +56,9 @@ def _uploaded_files(value) -> list[tuple[str, bytes]]:
     if not value:
         return []
     if isinstance(value, Mapping):
-        return [(str(name), bytes(item["content"])) for name, item in value.items()]
+        return [
+            (str(name), bytes(item["content"])) for name, item in value.items()
+        ]
     return [(str(item["name"]), bytes(item["content"])) for item in value]
 
 
@@ -91,15 +93,29 @@ class SmoothGradExplorer:
         max_pools: int = 4,
     ) -> None:
         if mode not in SMOOTHGRAD_MODES:
-            raise ValueError(f"mode must be one of {SMOOTHGRAD_MODES}; got {mode!r}")
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"max_samples must be an integer >= 1; got {max_samples!r}")
+            raise ValueError(
+                f"mode must be one of {SMOOTHGRAD_MODES}; got {mode!r}"
+            )
+        if (
+            isinstance(max_samples, bool)
+            or not isinstance(max_samples, int)
+            or max_samples < 1
+        ):
+            raise ValueError(
+                f"max_samples must be an integer >= 1; got {max_samples!r}"
+            )
         if not 1 <= n_samples <= max_samples:
-            raise ValueError(f"n_samples must be between 1 and max_samples={max_samples}; got {n_samples}")
+            raise ValueError(
+                f"n_samples must be between 1 and max_samples={max_samples}; got {n_samples}"
+            )
         if not 0 <= noise_level <= max_noise:
-            raise ValueError(f"noise_level must be between 0 and max_noise={max_noise}; got {noise_level}")
+            raise ValueError(
+                f"noise_level must be between 0 and max_noise={max_noise}; got {noise_level}"
+            )
         self._model = model
-        self._class_names = list(class_names) if class_names is not None else None
+        self._class_names = (
+            list(class_names) if class_names is not None else None
+        )
         self._image_size = image_size
         self._seed = seed
         self._batch_size = batch_size
@@ -108,7 +124,9 @@ class SmoothGradExplorer:
             photos = photo_names()
         # photo name -> a source (name, path, bytes) until first use, then a tensor
         self._sources: dict[str, object] = (
-            dict(photos) if isinstance(photos, Mapping) else {str(p): str(p) for p in photos}
+            dict(photos)
+            if isinstance(photos, Mapping)
+            else {str(p): str(p) for p in photos}
         )
         if not self._sources:
             raise ValueError("photos is empty; give at least one photo")
@@ -117,35 +135,79 @@ class SmoothGradExplorer:
         self.pools: OrderedDict[tuple[str, float], SamplePool] = OrderedDict()
         self._dropped_computations = 0
         self.map: torch.Tensor | None = None  # last (H, W) map drawn
-        self.saliency: torch.Tensor | None = None  # last (C, H, W) reduction of the pool
+        self.saliency: torch.Tensor | None = (
+            None  # last (C, H, W) reduction of the pool
+        )
         self._quiet = False
-        self._build_controls(noise_level, n_samples, mode, max_samples, max_noise)
+        self._build_controls(
+            noise_level, n_samples, mode, max_samples, max_noise
+        )
 
-    def _build_controls(self, noise_level: float, n_samples: int, mode: str, max_samples: int, max_noise: float):
+    def _build_controls(
+        self,
+        noise_level: float,
+        n_samples: int,
+        mode: str,
+        max_samples: int,
+        max_noise: float,
+    ):
         w = _widgets()
         style = {"description_width": "110px"}
         layout = w.Layout(width="420px")
-        self.photo = w.Dropdown(options=list(self._sources), description="photo", style=style, layout=layout)
-        self.upload = w.FileUpload(accept="image/*", multiple=False, description="your photo")
+        self.photo = w.Dropdown(
+            options=list(self._sources),
+            description="photo",
+            style=style,
+            layout=layout,
+        )
+        self.upload = w.FileUpload(
+            accept="image/*", multiple=False, description="your photo"
+        )
         self.noise = w.FloatSlider(
-            value=noise_level, min=0.0, max=max_noise, step=0.025, description="noise level \u03b1",
-            readout_format=".1%", continuous_update=False, style=style, layout=layout,
+            value=noise_level,
+            min=0.0,
+            max=max_noise,
+            step=0.025,
+            description="noise level \u03b1",
+            readout_format=".1%",
+            continuous_update=False,
+            style=style,
+            layout=layout,
         )
         self.n = w.IntSlider(
-            value=n_samples, min=1, max=max_samples, step=1, description="samples N",
-            continuous_update=False, style=style, layout=layout,
+            value=n_samples,
+            min=1,
+            max=max_samples,
+            step=1,
+            description="samples N",
+            continuous_update=False,
+            style=style,
+            layout=layout,
         )
         self.mode = w.Dropdown(
-            options=[(MODE_LABELS[m], m) for m in SMOOTHGRAD_MODES], value=mode, description="mode",
-            style=style, layout=layout,
+            options=[(MODE_LABELS[m], m) for m in SMOOTHGRAD_MODES],
+            value=mode,
+            description="mode",
+            style=style,
+            layout=layout,
         )
-        self.button = w.Button(description="compute", button_style="primary", icon="refresh")
+        self.button = w.Button(
+            description="compute", button_style="primary", icon="refresh"
+        )
         self.status = w.HTML(
             "Move a control or press <b>compute</b>: the first map of a photo and noise level "
             "takes N forward and backward passes."
         )
         self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        controls = w.VBox([self.photo, self.noise, self.n, self.mode, w.HBox([self.button, self.upload])])
+        controls = w.VBox(
+            [
+                self.photo,
+                self.noise,
+                self.n,
+                self.mode,
+                w.HBox([self.button, self.upload]),
+            ]
+        )
         self.widget = w.VBox([controls, self.status, self.image])
         for control in (self.photo, self.noise, self.n, self.mode):
             control.observe(self._on_change, names="value")
@@ -170,7 +232,9 @@ class SmoothGradExplorer:
     @property
     def computations(self) -> int:
         """How many times a pool ran the model (pools drawn or grown): the expensive work."""
-        return self._dropped_computations + sum(p.computations for p in self.pools.values())
+        return self._dropped_computations + sum(
+            p.computations for p in self.pools.values()
+        )
 
     def add_photo(self, name: str, source: object) -> None:
         """Add a photo (path, image bytes, PIL image or (3, H, W) tensor) and select it.
@@ -178,7 +242,11 @@ class SmoothGradExplorer:
         This is what the upload button does; call it directly where the upload
         widget does not work (e.g. after ``google.colab.files.upload()``).
         """
-        image = source if isinstance(source, torch.Tensor) else load_image(source, size=self._image_size)
+        image = (
+            source
+            if isinstance(source, torch.Tensor)
+            else load_image(source, size=self._image_size)
+        )
         name = str(name)
         self._sources[name] = image
         self._images[name] = image
@@ -209,8 +277,12 @@ class SmoothGradExplorer:
         key = (name, round(float(noise_level), 6))
         if key not in self.pools:
             self.pools[key] = SamplePool(
-                self.model, self.image_of(name), self._targets.get(name), noise_level=key[1],
-                seed=self._seed, batch_size=self._batch_size,
+                self.model,
+                self.image_of(name),
+                self._targets.get(name),
+                noise_level=key[1],
+                seed=self._seed,
+                batch_size=self._batch_size,
             )
             while len(self.pools) > self._max_pools:
                 self._drop(next(iter(self.pools)))
@@ -220,7 +292,9 @@ class SmoothGradExplorer:
     def target_of(self, name: str) -> int:
         """The class the model predicts for the clean photo (every map explains it)."""
         if name not in self._targets:
-            self._targets[name] = self.pool(name, float(self.noise.value)).target
+            self._targets[name] = self.pool(
+                name, float(self.noise.value)
+            ).target
         return self._targets[name]
 
     def samples(self, name: str, noise_level: float, n: int) -> torch.Tensor:
@@ -251,8 +325,15 @@ class SmoothGradExplorer:
 
     def update(self) -> torch.Tensor:
         """Compute the map for the current controls, draw it, and return it (H, W)."""
-        name, alpha, n, mode = self.photo.value, float(self.noise.value), int(self.n.value), self.mode.value
-        self.status.value = f"computing {name}, \u03b1 = {alpha:.1%} of the range, N = {n} ..."
+        name, alpha, n, mode = (
+            self.photo.value,
+            float(self.noise.value),
+            int(self.n.value),
+            self.mode.value,
+        )
+        self.status.value = (
+            f"computing {name}, \u03b1 = {alpha:.1%} of the range, N = {n} ..."
+        )
         reduced = self.pool(name, alpha).smoothgrad(n, mode)
         if mode == "signed":
             reduced = reduced.abs()
@@ -284,16 +365,30 @@ class SmoothGradExplorer:
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, 3)
         plots.show_image(axes[0], self.image_of(name), name)
-        plots.show_map(axes[1], shown, vmin=0, vmax=1, title=f"{MODE_LABELS[mode].split('  ')[0]}", colorbar=True)
-        plots.show_overlay(axes[2], self.image_of(name), shown, title="overlay")
-        fig.suptitle(f"noise level \u03b1 = {alpha:.1%} of the range, N = {n}", fontsize=11)
+        plots.show_map(
+            axes[1],
+            shown,
+            vmin=0,
+            vmax=1,
+            title=f"{MODE_LABELS[mode].split('  ')[0]}",
+            colorbar=True,
+        )
+        plots.show_overlay(
+            axes[2], self.image_of(name), shown, title="overlay"
+        )
+        fig.suptitle(
+            f"noise level \u03b1 = {alpha:.1%} of the range, N = {n}",
+            fontsize=11,
+        )
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
         return buf.getvalue()
 
 
 def explorer(
-    model: nn.Module | None = None, photos: Sequence[str] | Mapping[str, object] | None = None, **kwargs
+    model: nn.Module | None = None,
+    photos: Sequence[str] | Mapping[str, object] | None = None,
+    **kwargs,
 ) -> SmoothGradExplorer:
     """Build the SmoothGrad explorer of chapter 02, SmoothGrad; display the result.
 

@@ -10,7 +10,12 @@
 Every public name is re-exported here, e.g. ``gradsal.analysis.flip_sweep``.
 """
 
-from .estimators import jensen_gap, loglog_slope, stein_projections, variance_vs_n
+from .estimators import (
+    jensen_gap,
+    loglog_slope,
+    stein_projections,
+    variance_vs_n,
+)
 from .gaussian import (
     flip_probability,
     folded_normal_mean,

@@ -19,7 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import Target, as_generator, check_number, check_positive_int, forward, frozen, prepare
+from ..core import (
+    Target,
+    as_generator,
+    check_number,
+    check_positive_int,
+    forward,
+    frozen,
+    prepare,
+)
 from ..methods import gaussian_noise, noise_sigma
 
 __all__ = [
@@ -38,10 +46,15 @@ def jensen_gap(samples: torch.Tensor, dim: int = 0) -> torch.Tensor:
     part of mean-of-abs SmoothGrad that comes from the gradient changing sign under
     the noise (chapter 04, What SmoothGrad Estimates).
     """
-    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+    if (
+        not isinstance(samples, torch.Tensor)
+        or not samples.is_floating_point()
+    ):
         raise TypeError("samples must be a floating-point tensor of gradients")
     if samples.numel() == 0 or samples.shape[dim] == 0:
-        raise ValueError("samples is empty; expected at least one gradient along dim")
+        raise ValueError(
+            "samples is empty; expected at least one gradient along dim"
+        )
     pos = samples.clamp_min(0).mean(dim)
     neg = (-samples).clamp_min(0).mean(dim)
     return 2.0 * torch.minimum(pos, neg)
@@ -57,21 +70,33 @@ def variance_vs_n(samples: torch.Tensor, ns: Sequence[int]) -> torch.Tensor:
     expectation is ``tr Cov(g) / n`` (chapter 04, What SmoothGrad Estimates). Every n
     needs at least two batches. Returns a float64 tensor of ``len(ns)`` values.
     """
-    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
-        raise TypeError("samples must be a floating-point tensor with the draws along axis 0")
+    if (
+        not isinstance(samples, torch.Tensor)
+        or not samples.is_floating_point()
+    ):
+        raise TypeError(
+            "samples must be a floating-point tensor with the draws along axis 0"
+        )
     s = samples.shape[0]
     out = []
     for n in ns:
         n = check_positive_int(n, "every n in ns")
         k = s // n
         if k < 2:
-            raise ValueError(f"n = {n} leaves fewer than two disjoint batches in a pool of {s}")
-        means = samples[: k * n].double().reshape(k, n, *samples.shape[1:]).mean(1)
+            raise ValueError(
+                f"n = {n} leaves fewer than two disjoint batches in a pool of {s}"
+            )
+        means = (
+            samples[: k * n].double().reshape(k, n, *samples.shape[1:]).mean(1)
+        )
         out.append(means.var(0, correction=1).sum())
     return torch.stack(out)
 
 
-def loglog_slope(x: Sequence[float] | np.ndarray | torch.Tensor, y: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, float]:
+def loglog_slope(
+    x: Sequence[float] | np.ndarray | torch.Tensor,
+    y: Sequence[float] | np.ndarray | torch.Tensor,
+) -> tuple[float, float]:
     """Least-squares line through ``(log x, log y)``: returns ``(slope, intercept)``.
 
     A power law ``y = c x^p`` gives slope p; chapter 04, What SmoothGrad Estimates, fits
@@ -80,8 +105,15 @@ def loglog_slope(x: Sequence[float] | np.ndarray | torch.Tensor, y: Sequence[flo
     xa = np.asarray(x, dtype=float)
     ya = np.asarray(y, dtype=float)
     if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2:
-        raise ValueError("x and y must be 1-D with the same length, at least 2")
-    if not (np.isfinite(xa).all() and np.isfinite(ya).all() and (xa > 0).all() and (ya > 0).all()):
+        raise ValueError(
+            "x and y must be 1-D with the same length, at least 2"
+        )
+    if not (
+        np.isfinite(xa).all()
+        and np.isfinite(ya).all()
+        and (xa > 0).all()
+        and (ya > 0).all()
+    ):
         raise ValueError("x and y must be positive and finite")
     lx, ly = np.log(xa), np.log(ya)
     slope, intercept = np.polyfit(lx, ly, 1)
@@ -116,22 +148,41 @@ def stein_projections(
     What SmoothGrad Estimates.
     """
     check_positive_int(n_pairs, "n_pairs")
-    check_number(noise_level, "noise_level", minimum=0.0, strict=True, meaning="Stein's estimator divides by sigma^2")
+    check_number(
+        noise_level,
+        "noise_level",
+        minimum=0.0,
+        strict=True,
+        meaning="Stein's estimator divides by sigma^2",
+    )
     check_positive_int(batch_size, "batch_size", allow_none=True)
     gen = as_generator(generator)
-    if not isinstance(directions, torch.Tensor) or not directions.is_floating_point():
-        raise TypeError("directions must be a floating-point tensor of shape (K, *x.shape)")
+    if (
+        not isinstance(directions, torch.Tensor)
+        or not directions.is_floating_point()
+    ):
+        raise TypeError(
+            "directions must be a floating-point tensor of shape (K, *x.shape)"
+        )
     if tuple(directions.shape) == tuple(x.shape):
         directions = directions.unsqueeze(0)
     if tuple(directions.shape[1:]) != tuple(x.shape):
-        raise ValueError(f"directions must have shape (K, *{tuple(x.shape)}); got {tuple(directions.shape)}")
+        raise ValueError(
+            f"directions must have shape (K, *{tuple(x.shape)}); got {tuple(directions.shape)}"
+        )
     with frozen(model):
         xb, _, targets = prepare(model, x, target, batched=False)
         image = xb[0]
         sigma = noise_sigma(image, noise_level)
         if sigma <= 0:
-            raise ValueError("x is constant, so sigma = noise_level * (max - min) is 0")
-        u = directions.detach().to(device=image.device, dtype=torch.float64).reshape(directions.shape[0], -1)
+            raise ValueError(
+                "x is constant, so sigma = noise_level * (max - min) is 0"
+            )
+        u = (
+            directions.detach()
+            .to(device=image.device, dtype=torch.float64)
+            .reshape(directions.shape[0], -1)
+        )
         out = []
         step = batch_size or 8
         for start in range(0, n_pairs, step):
@@ -141,7 +192,9 @@ def stein_projections(
             batch = torch.cat([image + eps, image - eps])
             with torch.no_grad():
                 logits = forward(model, batch).double()
-            picked = logits.gather(1, targets[0].expand(2 * count).view(-1, 1)).view(2, count)
+            picked = logits.gather(
+                1, targets[0].expand(2 * count).view(-1, 1)
+            ).view(2, count)
             half_diff = (picked[0] - picked[1]) / 2.0
             proj = eps.reshape(count, -1).double() @ u.T
             out.append(proj * half_diff.unsqueeze(1) / sigma**2)

@@ -51,7 +51,9 @@ def _check_unit(w: torch.Tensor, sigma: torch.Tensor) -> None:
     if bool((sigma < 0).any()):
         raise ValueError("sigma must be >= 0")
     if bool((w == 0).any()):
-        raise ValueError("w must be nonzero (with w = 0 the unit does not depend on x)")
+        raise ValueError(
+            "w must be nonzero (with w = 0 the unit does not depend on x)"
+        )
 
 
 def smoothed_relu_derivative(
@@ -68,12 +70,17 @@ def smoothed_relu_derivative(
     _check_unit(w, sigma)
     z = w * x + b
     s = w.abs() * sigma
-    gate = torch.where(s > 0, gaussian_cdf(z / torch.where(s > 0, s, 1.0)), (z > 0).double())
+    gate = torch.where(
+        s > 0, gaussian_cdf(z / torch.where(s > 0, s, 1.0)), (z > 0).double()
+    )
     return w * gate
 
 
 def gate_probability(
-    z: torch.Tensor | float, s: torch.Tensor | float, lower: float = 0.0, upper: float | None = None
+    z: torch.Tensor | float,
+    s: torch.Tensor | float,
+    lower: float = 0.0,
+    upper: float | None = None,
 ) -> torch.Tensor:
     """Probability that a unit at pre-activation ``z`` is BETWEEN its kinks after z moves by N(0, s^2).
 
@@ -87,13 +94,23 @@ def gate_probability(
     if bool((s < 0).any()):
         raise ValueError("s must be >= 0")
     safe = torch.where(s > 0, s, 1.0)
-    top = torch.ones_like(z) if upper is None else gaussian_cdf((upper - z) / safe)
+    top = (
+        torch.ones_like(z)
+        if upper is None
+        else gaussian_cdf((upper - z) / safe)
+    )
     smooth = top - gaussian_cdf((lower - z) / safe)
-    return torch.where(s > 0, smooth, (activation_states(z, lower, upper) == BETWEEN).double())
+    return torch.where(
+        s > 0, smooth, (activation_states(z, lower, upper) == BETWEEN).double()
+    )
 
 
 def smoothed_relu6_derivative(
-    x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0, upper: float = 6.0
+    x: torch.Tensor | float,
+    w: float = 1.0,
+    b: float = 0.0,
+    sigma: float = 1.0,
+    upper: float = 6.0,
 ) -> torch.Tensor:
     """E[f'(x + eps)] for f(x) = relu6(w x + b), eps ~ N(0, sigma^2).
 
@@ -107,7 +124,9 @@ def smoothed_relu6_derivative(
     return w * gate_probability(w * x + b, w.abs() * sigma, 0.0, upper)
 
 
-def smoothed_relu(x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0) -> torch.Tensor:
+def smoothed_relu(
+    x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma: float = 1.0
+) -> torch.Tensor:
     """E[relu(w (x + eps) + b)] for eps ~ N(0, sigma^2): ``z Phi(z / s) + s phi(z / s)``.
 
     Here ``z = w x + b`` and ``s = |w| sigma``; its derivative in x is
@@ -121,12 +140,17 @@ def smoothed_relu(x: torch.Tensor | float, w: float = 1.0, b: float = 0.0, sigma
     s = w.abs() * sigma
     safe = torch.where(s > 0, s, 1.0)
     u = z / safe
-    smooth = z * gaussian_cdf(u) + s * torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi)
+    smooth = z * gaussian_cdf(u) + s * torch.exp(-0.5 * u * u) / math.sqrt(
+        2 * math.pi
+    )
     return torch.where(s > 0, smooth, z.clamp(min=0))
 
 
 def flip_probability(
-    z: torch.Tensor | float, s: torch.Tensor | float, lower: float = 0.0, upper: float | None = None
+    z: torch.Tensor | float,
+    s: torch.Tensor | float,
+    lower: float = 0.0,
+    upper: float | None = None,
 ) -> torch.Tensor:
     """Probability that a unit at pre-activation ``z`` changes state when z moves by N(0, s^2).
 
@@ -145,14 +169,20 @@ def flip_probability(
     low = torch.full_like(z, float(lower))
     up = inf if upper is None else torch.full_like(z, float(upper))
     # the interval of z's state; its end points carry no Gaussian mass
-    lo = torch.where(state == BELOW, -inf, torch.where(state == BETWEEN, low, up))
-    hi = torch.where(state == BELOW, low, torch.where(state == BETWEEN, up, inf))
+    lo = torch.where(
+        state == BELOW, -inf, torch.where(state == BETWEEN, low, up)
+    )
+    hi = torch.where(
+        state == BELOW, low, torch.where(state == BETWEEN, up, inf)
+    )
     safe = torch.where(s > 0, s, 1.0)
     stay = gaussian_cdf((hi - z) / safe) - gaussian_cdf((lo - z) / safe)
     return torch.where(s > 0, 1.0 - stay, torch.zeros_like(stay))
 
 
-def folded_normal_mean(mu: torch.Tensor | float, s: torch.Tensor | float) -> torch.Tensor:
+def folded_normal_mean(
+    mu: torch.Tensor | float, s: torch.Tensor | float
+) -> torch.Tensor:
     """``E|G|`` for ``G ~ N(mu, s^2)``: ``s sqrt(2/pi) exp(-mu^2 / 2 s^2) + mu (1 - 2 Phi(-mu / s))``.
 
     At ``mu = 0`` it is ``s * sqrt(2 / pi)``, about ``0.80 s``: the floor that
@@ -165,4 +195,6 @@ def folded_normal_mean(mu: torch.Tensor | float, s: torch.Tensor | float) -> tor
     if (s <= 0).any() or not torch.isfinite(s).all():
         raise ValueError("s must be finite and > 0")
     t = mu / s
-    return s * math.sqrt(2.0 / math.pi) * torch.exp(-0.5 * t * t) + mu * (1.0 - 2.0 * gaussian_cdf(-t))
+    return s * math.sqrt(2.0 / math.pi) * torch.exp(-0.5 * t * t) + mu * (
+        1.0 - 2.0 * gaussian_cdf(-t)
+    )

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core import as_batch, as_generator, check_positive_int, device_of, forward, frozen, resolve_targets
+from ..core import (
+    as_batch,
+    as_generator,
+    check_positive_int,
+    device_of,
+    forward,
+    frozen,
+    resolve_targets,
+)
 from ..methods import gaussian_noise, noise_sigma
 
 __all__ = [
@@ -66,7 +74,9 @@ def activation_kinks(module: nn.Module) -> tuple[float, float | None] | None:
     return None
 
 
-def activation_states(z: torch.Tensor, lower: float = 0.0, upper: float | None = None) -> torch.Tensor:
+def activation_states(
+    z: torch.Tensor, lower: float = 0.0, upper: float | None = None
+) -> torch.Tensor:
     """State of every unit with pre-activation ``z``: BELOW (0), BETWEEN (1) or ABOVE (2).
 
     BELOW means ``z <= lower``, ABOVE ``z >= upper``, BETWEEN the open interval in
@@ -101,7 +111,9 @@ class PatternRecorder:
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a torch.nn.Module; got {type(model).__name__}"
+            )
         self.model = model
         self.layout: list[tuple[str, int]] = []
         self._calls: list[tuple[str, torch.Tensor]] = []
@@ -111,7 +123,11 @@ class PatternRecorder:
         for name, module in self.model.named_modules():
             kinks = activation_kinks(module)
             if kinks is not None:
-                self._handles.append(module.register_forward_pre_hook(self._hook(name or "<model>", kinks)))
+                self._handles.append(
+                    module.register_forward_pre_hook(
+                        self._hook(name or "<model>", kinks)
+                    )
+                )
         if not self._handles:
             self.__exit__(None, None, None)
             raise ValueError(
@@ -130,21 +146,30 @@ class PatternRecorder:
 
         def hook(module: nn.Module, args: tuple) -> None:
             z = args[0].detach()
-            self._calls.append((name, activation_states(z, lower, upper).reshape(z.shape[0], -1)))
+            self._calls.append(
+                (
+                    name,
+                    activation_states(z, lower, upper).reshape(z.shape[0], -1),
+                )
+            )
 
         return hook
 
     def take(self) -> torch.Tensor:
         """States recorded since the last call, as a (B, U) int8 tensor; clears the log."""
         if not self._calls:
-            raise RuntimeError("no forward pass was recorded; run the model inside the `with` block first")
+            raise RuntimeError(
+                "no forward pass was recorded; run the model inside the `with` block first"
+            )
         self.layout = [(name, int(s.shape[1])) for name, s in self._calls]
         states = torch.cat([s for _, s in self._calls], dim=1)
         self._calls.clear()
         return states
 
 
-def activation_pattern(model: nn.Module, x: torch.Tensor, *, batched: bool | None = None) -> torch.Tensor:
+def activation_pattern(
+    model: nn.Module, x: torch.Tensor, *, batched: bool | None = None
+) -> torch.Tensor:
     """The activation pattern of ``x``: one int8 state per ReLU-type unit.
 
     Returns (U,) for one example, (B, U) for a batch, in the order in which the
@@ -165,7 +190,9 @@ def pattern_changes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Chapter 03, ReLU Boundaries.
     """
     if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"patterns have different numbers of units: {a.shape[-1]} and {b.shape[-1]}")
+        raise ValueError(
+            f"patterns have different numbers of units: {a.shape[-1]} and {b.shape[-1]}"
+        )
     return (a != b).sum(dim=-1)
 
 
@@ -221,18 +248,32 @@ def line_scan(
     """
     ts = torch.as_tensor(ts, dtype=torch.float64).flatten()
     if ts.numel() < 2 or not bool((ts[1:] > ts[:-1]).all()):
-        raise ValueError("ts must hold at least two strictly increasing values")
+        raise ValueError(
+            "ts must hold at least two strictly increasing values"
+        )
     if not isinstance(direction, torch.Tensor) or direction.shape != x.shape:
-        raise ValueError(f"direction must be a tensor of the shape of x {tuple(x.shape)}")
+        raise ValueError(
+            f"direction must be a tensor of the shape of x {tuple(x.shape)}"
+        )
     check_positive_int(batch_size, "batch_size")
-    as_batch(x, batched=False)  # the same input checks as the gradient functions
+    as_batch(
+        x, batched=False
+    )  # the same input checks as the gradient functions
     with frozen(model):
         device = device_of(model, x.device)
         x0 = x.detach().to(device)
         d = direction.detach().to(device=device, dtype=x.dtype)
         with torch.no_grad():
-            tgt = int(resolve_targets(target, forward(model, x0.unsqueeze(0)))[0])
-        logits, directional, partials, changes, grad_change = [], [], [], [], []
+            tgt = int(
+                resolve_targets(target, forward(model, x0.unsqueeze(0)))[0]
+            )
+        logits, directional, partials, changes, grad_change = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
         prev_states = prev_grad = None
         idx = None if pixel is None else tuple(int(i) for i in pixel)
         bar = None
@@ -243,22 +284,42 @@ def line_scan(
         try:
             with PatternRecorder(model) as rec:
                 for start in range(0, ts.numel(), batch_size):
-                    tb = ts[start : start + batch_size].to(device=device, dtype=x.dtype)
-                    points = (x0.unsqueeze(0) + tb.view(-1, *[1] * x0.ndim) * d.unsqueeze(0)).requires_grad_(True)
+                    tb = ts[start : start + batch_size].to(
+                        device=device, dtype=x.dtype
+                    )
+                    points = (
+                        x0.unsqueeze(0)
+                        + tb.view(-1, *[1] * x0.ndim) * d.unsqueeze(0)
+                    ).requires_grad_(True)
                     with torch.enable_grad():
                         out = forward(model, points)[:, tgt]
                         (grad,) = torch.autograd.grad(out.sum(), points)
                     states = rec.take()
                     if idx is None:
-                        idx = tuple(int(i) for i in torch.unravel_index(grad[0].abs().argmax(), grad[0].shape))
+                        idx = tuple(
+                            int(i)
+                            for i in torch.unravel_index(
+                                grad[0].abs().argmax(), grad[0].shape
+                            )
+                        )
                     logits.append(out.detach())
                     directional.append((grad * d).flatten(1).sum(1))
                     partials.append(grad[(slice(None), *idx)])
                     # consecutive differences, including the pair that straddles two batches
-                    both_s = states if prev_states is None else torch.cat([prev_states, states])
-                    both_g = grad if prev_grad is None else torch.cat([prev_grad, grad])
+                    both_s = (
+                        states
+                        if prev_states is None
+                        else torch.cat([prev_states, states])
+                    )
+                    both_g = (
+                        grad
+                        if prev_grad is None
+                        else torch.cat([prev_grad, grad])
+                    )
                     changes.append(pattern_changes(both_s[1:], both_s[:-1]))
-                    grad_change.append((both_g[1:] - both_g[:-1]).flatten(1).abs().amax(1))
+                    grad_change.append(
+                        (both_g[1:] - both_g[:-1]).flatten(1).abs().amax(1)
+                    )
                     prev_states, prev_grad = states[-1:], grad[-1:]
                     if bar is not None:
                         bar.update(tb.numel())
@@ -336,11 +397,19 @@ def flip_sweep(
     draws ``xi`` (L, N, ...). ``x`` is one example. Chapter 03, ReLU Boundaries.
     """
     levels = torch.as_tensor(noise_levels, dtype=torch.float64).flatten()
-    if levels.numel() == 0 or bool((levels < 0).any()) or not bool(torch.isfinite(levels).all()):
-        raise ValueError("noise_levels must be a non-empty sequence of finite numbers >= 0")
+    if (
+        levels.numel() == 0
+        or bool((levels < 0).any())
+        or not bool(torch.isfinite(levels).all())
+    ):
+        raise ValueError(
+            "noise_levels must be a non-empty sequence of finite numbers >= 0"
+        )
     check_positive_int(n_copies, "n_copies")
     check_positive_int(batch_size, "batch_size")
-    as_batch(x, batched=False)  # the same input checks as the gradient functions
+    as_batch(
+        x, batched=False
+    )  # the same input checks as the gradient functions
     gen = as_generator(generator)
     sigmas = [noise_sigma(x, level) for level in levels.tolist()]
     with frozen(model), PatternRecorder(model) as rec:
@@ -355,17 +424,33 @@ def flip_sweep(
             points = points.detach().requires_grad_(True)
             with torch.enable_grad():
                 out = forward(model, points)
-                t = resolve_targets(target, out.detach()) if tgt is None else tgt.expand(points.shape[0])
-                (grad,) = torch.autograd.grad(out.gather(1, t.view(-1, 1)).sum(), points)
+                t = (
+                    resolve_targets(target, out.detach())
+                    if tgt is None
+                    else tgt.expand(points.shape[0])
+                )
+                (grad,) = torch.autograd.grad(
+                    out.gather(1, t.view(-1, 1)).sum(), points
+                )
             return rec.take(), out.detach(), grad
 
         clean, clean_out, clean_grad = run(x0, None)
         tgt = resolve_targets(target, clean_out)
         layout = list(rec.layout)
         bounds = torch.tensor([0] + [n for _, n in layout]).cumsum(0)
-        flipped = torch.zeros(levels.numel(), n_copies, len(layout), dtype=torch.float64)
-        cosine = torch.zeros(levels.numel(), n_copies, dtype=torch.float64) if gradients else None
-        noises = torch.zeros(levels.numel(), n_copies, *x.shape) if keep_noise else None
+        flipped = torch.zeros(
+            levels.numel(), n_copies, len(layout), dtype=torch.float64
+        )
+        cosine = (
+            torch.zeros(levels.numel(), n_copies, dtype=torch.float64)
+            if gradients
+            else None
+        )
+        noises = (
+            torch.zeros(levels.numel(), n_copies, *x.shape)
+            if keep_noise
+            else None
+        )
         for li, sigma in enumerate(sigmas):
             for start in range(0, n_copies, batch_size):
                 count = min(batch_size, n_copies - start)
@@ -375,13 +460,26 @@ def flip_sweep(
                 points = x0 + sigma * xi.to(device=device, dtype=x.dtype)
                 states, _, grad = run(points, tgt)
                 diff = (states != clean).to(torch.float64).cumsum(1)
-                diff = torch.cat([torch.zeros(count, 1, dtype=torch.float64, device=diff.device), diff], 1)
-                per_call = (diff[:, bounds[1:]] - diff[:, bounds[:-1]]) / (bounds[1:] - bounds[:-1]).to(diff)
+                diff = torch.cat(
+                    [
+                        torch.zeros(
+                            count, 1, dtype=torch.float64, device=diff.device
+                        ),
+                        diff,
+                    ],
+                    1,
+                )
+                per_call = (diff[:, bounds[1:]] - diff[:, bounds[:-1]]) / (
+                    bounds[1:] - bounds[:-1]
+                ).to(diff)
                 flipped[li, start : start + count] = per_call.cpu()
                 if grad is not None:
-                    cosine[li, start : start + count] = torch.nn.functional.cosine_similarity(
-                        grad.flatten(1).double(), clean_grad.flatten(1).double()
-                    ).cpu()
+                    cosine[li, start : start + count] = (
+                        torch.nn.functional.cosine_similarity(
+                            grad.flatten(1).double(),
+                            clean_grad.flatten(1).double(),
+                        ).cpu()
+                    )
     return FlipSweep(
         noise_levels=levels,
         sigmas=torch.tensor(sigmas, dtype=torch.float64),
@@ -416,7 +514,9 @@ def affine_row_norms(
     """
     c, h, w = (int(v) for v in input_shape)
     period = check_positive_int(period, "period")
-    probes = torch.zeros(c * period * period + 1, c, h, w, dtype=dtype, device=device)
+    probes = torch.zeros(
+        c * period * period + 1, c, h, w, dtype=dtype, device=device
+    )
     k = 1
     for ch in range(c):
         for r in range(period):

@@ -5,7 +5,12 @@ and hands results back in order; :mod:`~gradsal.engine.fastpath` holds the
 folded graph that makes each pass cheaper. Neither knows any method or noise.
 """
 
-from .fastpath import FoldedGraph, fold_for_gradients, has_conv2d, native_bfloat16
+from .fastpath import (
+    FoldedGraph,
+    fold_for_gradients,
+    has_conv2d,
+    native_bfloat16,
+)
 from .runner import (
     DEFAULT_BATCH_SIZE,
     MAX_CPU_WORKERS,

@@ -29,12 +29,31 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-__all__ = ["FoldedGraph", "fold_for_gradients", "has_conv2d", "native_bfloat16"]
+__all__ = [
+    "FoldedGraph",
+    "fold_for_gradients",
+    "has_conv2d",
+    "native_bfloat16",
+]
 
 # torch.conv2d and torch.nn.functional.conv2d are the same builtin; list both anyway.
 _CONV2D_FUNCTIONS = {F.conv2d, torch.conv2d}
-_CONV2D_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_CONV2D_DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
+_CONV2D_ARGS = (
+    "input",
+    "weight",
+    "bias",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+)
+_CONV2D_DEFAULTS = {
+    "bias": None,
+    "stride": 1,
+    "padding": 0,
+    "dilation": 1,
+    "groups": 1,
+}
 
 
 def native_bfloat16() -> bool:
@@ -47,12 +66,16 @@ def native_bfloat16() -> bool:
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     for name in probes:
         probe = getattr(torch.cpu, name, None)
-        if probe is None:  # an older torch without this probe: not known to be there
+        if (
+            probe is None
+        ):  # an older torch without this probe: not known to be there
             continue
         try:
             if bool(probe()):
                 return True
-        except RuntimeError:  # torch built without the check for this CPU family
+        except (
+            RuntimeError
+        ):  # torch built without the check for this CPU family
             continue
     return False
 
@@ -65,7 +88,11 @@ def has_conv2d(model: nn.Module) -> bool:
 def _pair(v) -> tuple[int, int] | None:
     if isinstance(v, int) and not isinstance(v, bool):
         return (v, v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+    if (
+        isinstance(v, (tuple, list))
+        and len(v) == 2
+        and all(isinstance(i, int) for i in v)
+    ):
         return (int(v[0]), int(v[1]))
     if isinstance(v, (tuple, list)) and len(v) == 1 and isinstance(v[0], int):
         return (int(v[0]), int(v[0]))
@@ -94,18 +121,40 @@ def _conv_of(node: fx.Node, gm: fx.GraphModule):
     zero-padded 2-D convolution node, or None for anything else."""
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
-        if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or isinstance(mod.padding, str):
+        if (
+            type(mod) is not nn.Conv2d
+            or mod.padding_mode != "zeros"
+            or isinstance(mod.padding, str)
+        ):
             return None
-        if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+        if (
+            len(node.args) != 1
+            or node.kwargs
+            or not isinstance(node.args[0], fx.Node)
+        ):
             return None
-        return node.args[0], mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation, mod.groups
+        return (
+            node.args[0],
+            mod.weight,
+            mod.bias,
+            mod.stride,
+            mod.padding,
+            mod.dilation,
+            mod.groups,
+        )
     if node.op == "call_function" and node.target in _CONV2D_FUNCTIONS:
-        if len(node.args) > len(_CONV2D_ARGS) or set(node.kwargs) - set(_CONV2D_ARGS):
+        if len(node.args) > len(_CONV2D_ARGS) or set(node.kwargs) - set(
+            _CONV2D_ARGS
+        ):
             return None
         a = dict(_CONV2D_DEFAULTS)
         a.update(zip(_CONV2D_ARGS, node.args))
         a.update(node.kwargs)
-        if "input" not in a or "weight" not in a or not isinstance(a["input"], fx.Node):
+        if (
+            "input" not in a
+            or "weight" not in a
+            or not isinstance(a["input"], fx.Node)
+        ):
             return None
         tensors = []
         for key in ("weight", "bias"):
@@ -122,7 +171,9 @@ def _conv_of(node: fx.Node, gm: fx.GraphModule):
         if a["padding"] == "valid":
             a["padding"] = 0
         geometry = [_pair(a[k]) for k in ("stride", "padding", "dilation")]
-        if any(g is None for g in geometry) or not isinstance(a["groups"], int):
+        if any(g is None for g in geometry) or not isinstance(
+            a["groups"], int
+        ):
             return None
         return a["input"], tensors[0], tensors[1], *geometry, a["groups"]
     return None
@@ -132,9 +183,16 @@ def _zero_pad_of(node: fx.Node, gm: fx.GraphModule):
     """``(input node, (left, right, top, bottom))`` of a constant-zero 2-D padding node."""
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
-        if type(mod) not in (nn.ZeroPad2d, nn.ConstantPad2d) or getattr(mod, "value", 0.0) != 0.0:
+        if (
+            type(mod) not in (nn.ZeroPad2d, nn.ConstantPad2d)
+            or getattr(mod, "value", 0.0) != 0.0
+        ):
             return None
-        if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+        if (
+            len(node.args) != 1
+            or node.kwargs
+            or not isinstance(node.args[0], fx.Node)
+        ):
             return None
         return node.args[0], tuple(mod.padding)
     if node.op == "call_function" and node.target is F.pad:
@@ -145,7 +203,11 @@ def _zero_pad_of(node: fx.Node, gm: fx.GraphModule):
         value = node.kwargs.get("value", value) or 0.0
         if not isinstance(inp, fx.Node) or mode != "constant" or value != 0.0:
             return None
-        if not isinstance(pad, (tuple, list)) or len(pad) != 4 or not all(isinstance(p, int) for p in pad):
+        if (
+            not isinstance(pad, (tuple, list))
+            or len(pad) != 4
+            or not all(isinstance(p, int) for p in pad)
+        ):
             return None
         return inp, tuple(pad)
     return None
@@ -155,7 +217,11 @@ def _batch_norm_of(node: fx.Node, gm: fx.GraphModule) -> nn.BatchNorm2d | None:
     if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
         return None
     mod = gm.get_submodule(node.target)
-    if type(mod) is not nn.BatchNorm2d or not mod.track_running_stats or mod.running_mean is None:
+    if (
+        type(mod) is not nn.BatchNorm2d
+        or not mod.track_running_stats
+        or mod.running_mean is None
+    ):
         return None
     return mod
 
@@ -168,7 +234,13 @@ class FoldedGraph:
     running statistics), which is how :mod:`gradsal.engine.runner` runs every model.
     """
 
-    def __init__(self, gm: fx.GraphModule, convs: list[_Conv], folded_bn: int, folded_pad: int) -> None:
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        convs: list[_Conv],
+        folded_bn: int,
+        folded_pad: int,
+    ) -> None:
         self.gm = gm
         self.convs = convs
         self.folded_bn = folded_bn
@@ -184,7 +256,10 @@ class FoldedGraph:
         (always recomputed: a ``.data`` edit of a weight leaves no trace to detect)."""
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         for c in self.convs:
-            w, b = c.weight.detach(), None if c.bias is None else c.bias.detach()
+            w, b = (
+                c.weight.detach(),
+                None if c.bias is None else c.bias.detach(),
+            )
             if c.bn is not None:
                 bn = c.bn
                 scale = torch.rsqrt(bn.running_var + bn.eps)
@@ -198,8 +273,14 @@ class FoldedGraph:
                 w = w * scale.to(w.dtype).view(-1, 1, 1, 1)
                 b = shift.to(w.dtype)
             mod = self.gm.get_submodule(c.name)
-            mod.weight = nn.Parameter(w.contiguous(memory_format=fmt), requires_grad=False)
-            mod.bias = None if b is None else nn.Parameter(b.contiguous(), requires_grad=False)
+            mod.weight = nn.Parameter(
+                w.contiguous(memory_format=fmt), requires_grad=False
+            )
+            mod.bias = (
+                None
+                if b is None
+                else nn.Parameter(b.contiguous(), requires_grad=False)
+            )
         return self.gm
 
     def mark_verified(self, key: tuple) -> None:
@@ -210,21 +291,30 @@ class FoldedGraph:
 def _signature(model: nn.Module) -> tuple:
     """What the traced graph depends on: the module tree and the tensor objects in it."""
     mods = tuple((name, id(m), type(m)) for name, m in model.named_modules())
-    tensors = tuple((name, id(t)) for name, t in model.named_parameters()) + tuple(
-        (name, id(t)) for name, t in model.named_buffers()
-    )
+    tensors = tuple(
+        (name, id(t)) for name, t in model.named_parameters()
+    ) + tuple((name, id(t)) for name, t in model.named_buffers())
     return mods, tensors
 
 
 def _has_hooks(model: nn.Module) -> bool:
     from torch.nn.modules import module as module_mod
 
-    for glob in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks"):
+    for glob in (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    ):
         if getattr(module_mod, glob, None):
             return True
     for m in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        ):
             if getattr(m, attr, None):
                 return True
     return False
@@ -245,7 +335,11 @@ def fold_for_gradients(model: nn.Module) -> FoldedGraph | None:
     compare the rewritten model's output with the original's (gradsal does, on
     the clean input, before every SmoothGrad run).
     """
-    if not isinstance(model, nn.Module) or not has_conv2d(model) or _has_hooks(model):
+    if (
+        not isinstance(model, nn.Module)
+        or not has_conv2d(model)
+        or _has_hooks(model)
+    ):
         return None
     sig = _signature(model)
     try:
@@ -256,7 +350,9 @@ def fold_for_gradients(model: nn.Module) -> FoldedGraph | None:
         return cached[1]
     try:
         folded = _trace_and_fold(model)
-    except Exception:  # untraceable forward: the caller uses the model as it is
+    except (
+        Exception
+    ):  # untraceable forward: the caller uses the model as it is
         folded = None
     try:
         _CACHE[model] = (sig, folded)
@@ -292,8 +388,18 @@ def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
             if bn is not None and bn.num_features == weight.shape[0]:
                 bn_node, bn_mod = users[0], bn
         out_channels, in_per_group, kh, kw = weight.shape
-        conv = nn.Conv2d(in_per_group * groups, out_channels, (kh, kw), stride, padding, dilation, groups,
-                         bias=bias is not None or bn_node is not None, device=weight.device, dtype=weight.dtype)
+        conv = nn.Conv2d(
+            in_per_group * groups,
+            out_channels,
+            (kh, kw),
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias=bias is not None or bn_node is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
         conv.eval()
         conv.requires_grad_(False)
         name = f"gradsal_folded_conv{len(convs)}"

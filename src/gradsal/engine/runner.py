@@ -70,7 +70,9 @@ Kernel = Callable[..., torch.Tensor]
 def check_precision(precision: object) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+        raise ValueError(
+            f"precision must be one of {PRECISIONS}; got {precision!r}"
+        )
     return precision
 
 
@@ -112,7 +114,10 @@ def _worker_pool(workers: int, threads: int) -> ThreadPoolExecutor:
         if _POOL is not None and _POOL[0][2] == key[2]:
             _POOL[1].shutdown(wait=False)
         pool = ThreadPoolExecutor(
-            workers, thread_name_prefix="gradsal", initializer=torch.set_num_threads, initargs=(threads,)
+            workers,
+            thread_name_prefix="gradsal",
+            initializer=torch.set_num_threads,
+            initargs=(threads,),
         )
         _POOL = (key, pool)
     return _POOL[1]
@@ -130,7 +135,9 @@ class Engine:
     channels_last: bool = False
     autocast: torch.dtype | None = None
     workers: int = 1
-    threads: int | None = None  # intra-op threads per worker; None leaves torch's setting alone
+    threads: int | None = (
+        None  # intra-op threads per worker; None leaves torch's setting alone
+    )
     pool: ThreadPoolExecutor | None = None
     folded: bool = False
     options: dict[str, Any] = field(default_factory=dict)
@@ -139,12 +146,18 @@ class Engine:
         """How ``n_items`` are cut into passes for this engine's workers (:func:`chunk_sizes`)."""
         return chunk_sizes(n_items, batch_size, self.workers)
 
-    def run(self, kernel: Kernel, xb: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def run(
+        self, kernel: Kernel, xb: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
         """``kernel(model, xb, targets, **options)`` on one chunk, in the calling thread."""
         if self.channels_last and xb.ndim == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
         # Autocast state is per thread, so it is entered here, in the worker.
-        with torch.autocast(xb.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+        with torch.autocast(
+            xb.device.type,
+            dtype=self.autocast or torch.bfloat16,
+            enabled=self.autocast is not None,
+        ):
             return kernel(self.model, xb, targets, **self.options)
 
     def map(
@@ -177,7 +190,13 @@ class Engine:
                     yield key, done(xb.shape[0], self.run(kernel, xb, targets))
                 return
             for key, xb, targets in batches:
-                pending.append((key, xb.shape[0], self.pool.submit(self.run, kernel, xb, targets)))
+                pending.append(
+                    (
+                        key,
+                        xb.shape[0],
+                        self.pool.submit(self.run, kernel, xb, targets),
+                    )
+                )
                 del xb, targets
                 if len(pending) > self.workers:
                     k0, n0, fut = pending.popleft()
@@ -193,7 +212,9 @@ class Engine:
                     fut.exception()
 
 
-def _checked_rewrite(model: nn.Module, folded: fastpath.FoldedGraph, xb: torch.Tensor) -> nn.Module | None:
+def _checked_rewrite(
+    model: nn.Module, folded: fastpath.FoldedGraph, xb: torch.Tensor
+) -> nn.Module | None:
     """The rewritten graph with weights folded from ``model``'s parameters, or None if
     its logits on ``xb`` differ from the model's (checked once per kind of input)."""
     cpu = xb.device.type == "cpu"
@@ -202,9 +223,14 @@ def _checked_rewrite(model: nn.Module, folded: fastpath.FoldedGraph, xb: torch.T
         fast = folded.module(channels_last=cpu)
         if key not in folded.verified:
             expected = forward(model, xb)
-            got = fast(xb.contiguous(memory_format=torch.channels_last) if cpu else xb)
+            got = fast(
+                xb.contiguous(memory_format=torch.channels_last) if cpu else xb
+            )
             tol = 1e-3 * (1.0 + float(expected.abs().max()))
-            if got.shape != expected.shape or float((got.float() - expected.float()).abs().max()) > tol:
+            if (
+                got.shape != expected.shape
+                or float((got.float() - expected.float()).abs().max()) > tol
+            ):
                 return None
             folded.mark_verified(key)
     return fast
@@ -250,7 +276,11 @@ def open_engine(
             engine.model, engine.channels_last, engine.folded = fast, cpu, True
         if cpu:
             total = torch.get_num_threads()
-            n_chunks = xb.shape[0] * len(chunk_sizes(items_per_example, batch_size, min(MAX_CPU_WORKERS, total)))
+            n_chunks = xb.shape[0] * len(
+                chunk_sizes(
+                    items_per_example, batch_size, min(MAX_CPU_WORKERS, total)
+                )
+            )
             engine.workers = max(1, min(MAX_CPU_WORKERS, total, n_chunks))
             engine.threads = max(1, total // engine.workers)
             stack.enter_context(_intra_op_threads(engine.threads))

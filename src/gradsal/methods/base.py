@@ -29,7 +29,9 @@ __all__ = ["MethodSpec", "apply_method", "attribution_method", "method_spec"]
 Kernel = Callable[..., torch.Tensor]
 
 
-def attribution_method(kernel: Kernel, *, fast_path: bool) -> Callable[[Callable], Callable]:
+def attribution_method(
+    kernel: Kernel, *, fast_path: bool
+) -> Callable[[Callable], Callable]:
     """Decorator that records ``kernel`` on a public method.
 
     ``fast_path`` says whether the kernel may run on the engine's folded graph
@@ -64,7 +66,9 @@ def apply_method(
     none.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a torch.nn.Module; got {type(model).__name__}"
+        )
     with frozen(model):
         xb, added = as_batch(x, batched)
         xb = xb.detach().to(device_of(model, xb.device))
@@ -101,7 +105,9 @@ def method_spec(method: Callable | None, default: Callable) -> MethodSpec:
         )
     options: dict[str, Any] = {}
     inner = method
-    if isinstance(method, functools.partial) and hasattr(method.func, "kernel"):
+    if isinstance(method, functools.partial) and hasattr(
+        method.func, "kernel"
+    ):
         if method.args:
             raise ValueError(
                 "a functools.partial of a gradsal method may fix keyword options only "
@@ -113,14 +119,29 @@ def method_spec(method: Callable | None, default: Callable) -> MethodSpec:
     name = getattr(inner, "__name__", type(inner).__name__)
     if kernel is None:
         return MethodSpec(kernel=_as_kernel(method), name=name)
-    return MethodSpec(kernel=kernel, options=options, fast_path=bool(getattr(inner, "fast_path", False)), name=name)
+    return MethodSpec(
+        kernel=kernel,
+        options=options,
+        fast_path=bool(getattr(inner, "fast_path", False)),
+        name=name,
+    )
 
 
 def _as_kernel(method: Callable) -> Kernel:
-    def kernel(model: nn.Module, xb: torch.Tensor, targets: Target) -> torch.Tensor:
+    def kernel(
+        model: nn.Module, xb: torch.Tensor, targets: Target
+    ) -> torch.Tensor:
         out = method(model, xb, targets)
-        if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != xb.shape[0]:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if (
+            not isinstance(out, torch.Tensor)
+            or out.ndim < 1
+            or out.shape[0] != xb.shape[0]
+        ):
+            shape = (
+                tuple(out.shape)
+                if isinstance(out, torch.Tensor)
+                else type(out).__name__
+            )
             raise ValueError(
                 f"method must return one attribution per example of the batch ({xb.shape[0]}, ...); got {shape}"
             )

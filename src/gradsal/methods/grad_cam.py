@@ -56,51 +56,86 @@ def _layer_of(model: nn.Module, layer: Layer) -> nn.Module:
         try:
             return model.get_submodule(layer)
         except AttributeError:
-            raise ValueError(f"the model has no submodule named {layer!r}") from None
+            raise ValueError(
+                f"the model has no submodule named {layer!r}"
+            ) from None
     if not isinstance(layer, nn.Module):
-        raise TypeError(f"layer must be a submodule of the model, its name, or None; got {type(layer).__name__}")
+        raise TypeError(
+            f"layer must be a submodule of the model, its name, or None; got {type(layer).__name__}"
+        )
     if not any(m is layer for m in model.modules()):
-        raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
+        raise ValueError(
+            f"layer {type(layer).__name__} is not a submodule of the model"
+        )
     return layer
 
 
-def _grad_cam(model: nn.Module, xb: torch.Tensor, target: Target, *, layer: Layer = None) -> torch.Tensor:
+def _grad_cam(
+    model: nn.Module, xb: torch.Tensor, target: Target, *, layer: Layer = None
+) -> torch.Tensor:
     module = _layer_of(model, layer)
     captured: list[torch.Tensor] = []
     me = threading.get_ident()
 
-    def keep(_module, _inputs, output):  # only this thread's passes: a model may be shared
+    def keep(
+        _module, _inputs, output
+    ):  # only this thread's passes: a model may be shared
         if threading.get_ident() == me:
             captured.append(output)
 
     handle = module.register_forward_hook(keep)
     try:
-        xg = xb.detach().requires_grad_(True)  # so that the feature maps are in the graph
+        xg = xb.detach().requires_grad_(
+            True
+        )  # so that the feature maps are in the graph
         with torch.enable_grad():
             logits = forward(model, xg)
             targets = resolve_targets(target, logits)
             if len(captured) != 1:
-                raise ValueError(f"layer {type(module).__name__} ran {len(captured)} times in one forward pass; expected once")
+                raise ValueError(
+                    f"layer {type(module).__name__} ran {len(captured)} times in one forward pass; expected once"
+                )
             feats = captured[0]
-            if not isinstance(feats, torch.Tensor) or feats.ndim != 4 or feats.shape[0] != xb.shape[0]:
-                shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
-                raise ValueError(f"Grad-CAM needs a (B, K, h, w) feature map at the layer; got {shape}")
+            if (
+                not isinstance(feats, torch.Tensor)
+                or feats.ndim != 4
+                or feats.shape[0] != xb.shape[0]
+            ):
+                shape = (
+                    tuple(feats.shape)
+                    if isinstance(feats, torch.Tensor)
+                    else type(feats).__name__
+                )
+                raise ValueError(
+                    f"Grad-CAM needs a (B, K, h, w) feature map at the layer; got {shape}"
+                )
             picked = logits.gather(1, targets.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(picked, feats)
     finally:
         handle.remove()
     alpha = grads.mean(dim=(2, 3), keepdim=True)
     cam = (alpha * feats.detach()).sum(1, keepdim=True).clamp_min(0)
-    return F.interpolate(cam, size=xb.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(
+        cam, size=xb.shape[-2:], mode="bilinear", align_corners=False
+    )[:, 0]
 
 
-def _guided_grad_cam(model: nn.Module, xb: torch.Tensor, target: Target, *, layer: Layer = None) -> torch.Tensor:
-    return guided_backprop.kernel(model, xb, target) * _grad_cam(model, xb, target, layer=layer).unsqueeze(1)
+def _guided_grad_cam(
+    model: nn.Module, xb: torch.Tensor, target: Target, *, layer: Layer = None
+) -> torch.Tensor:
+    return guided_backprop.kernel(model, xb, target) * _grad_cam(
+        model, xb, target, layer=layer
+    ).unsqueeze(1)
 
 
 @attribution_method(_grad_cam, fast_path=False)
 def grad_cam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: Layer = None, batched: bool | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    layer: Layer = None,
+    batched: bool | None = None,
 ) -> torch.Tensor:
     """Grad-CAM map of the target logit: ``ReLU(sum_k alpha_k A^k)`` upsampled to the input.
 
@@ -112,16 +147,25 @@ def grad_cam(
     the input's height and width and not normalised: (H, W) for one image,
     (B, H, W) for a batch. Chapter 07, The Wider Family (Selvaraju et al., 2017).
     """
-    return apply_method(_grad_cam, model, x, target, batched=batched, layer=layer)
+    return apply_method(
+        _grad_cam, model, x, target, batched=batched, layer=layer
+    )
 
 
 @attribution_method(_guided_grad_cam, fast_path=False)
 def guided_grad_cam(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, layer: Layer = None, batched: bool | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    layer: Layer = None,
+    batched: bool | None = None,
 ) -> torch.Tensor:
     """Guided Grad-CAM: :func:`gradsal.guided_backprop` times :func:`grad_cam`, pixel by pixel.
 
     The Grad-CAM map is broadcast over the colour channels, so the result has
     the shape of ``x``. Chapter 07, The Wider Family (Selvaraju et al., 2017).
     """
-    return apply_method(_guided_grad_cam, model, x, target, batched=batched, layer=layer)
+    return apply_method(
+        _guided_grad_cam, model, x, target, batched=batched, layer=layer
+    )

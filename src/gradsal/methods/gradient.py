@@ -18,13 +18,19 @@ from .base import apply_method, attribution_method
 __all__ = ["gradient_x_input", "vanilla_gradient"]
 
 
-def _gradient_x_input(model: nn.Module, xb: torch.Tensor, target: Target) -> torch.Tensor:
+def _gradient_x_input(
+    model: nn.Module, xb: torch.Tensor, target: Target
+) -> torch.Tensor:
     return logit_gradient(model, xb, target) * xb
 
 
 @attribution_method(logit_gradient, fast_path=True)
 def vanilla_gradient(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, batched: bool | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    batched: bool | None = None,
 ) -> torch.Tensor:
     """Signed gradient of the target logit with respect to the input pixels.
 
@@ -38,7 +44,11 @@ def vanilla_gradient(
 
 @attribution_method(_gradient_x_input, fast_path=True)
 def gradient_x_input(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, batched: bool | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    batched: bool | None = None,
 ) -> torch.Tensor:
     """Element-wise product of the input and its vanilla gradient, ``x * d f_c / d x``.
 

@@ -36,11 +36,15 @@ class _GuidedClamp(torch.autograd.Function):
     """``clamp(z, lower, upper)`` forward; the guided rule backward."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, lower: float, upper: float | None) -> torch.Tensor:
+    def forward(
+        ctx, z: torch.Tensor, lower: float, upper: float | None
+    ) -> torch.Tensor:
         active = z > lower
         if upper is not None:
             active &= z < upper
-        ctx.active = active  # not a saved tensor: an in-place caller may overwrite z
+        ctx.active = (
+            active  # not a saved tensor: an in-place caller may overwrite z
+        )
         return z.clamp(min=lower, max=upper)
 
     @staticmethod
@@ -61,7 +65,9 @@ _RELU_LIKE = {
 }
 
 
-def _relu_like(func, args: tuple, kwargs: dict) -> tuple[tuple[float, float | None], bool] | None:
+def _relu_like(
+    func, args: tuple, kwargs: dict
+) -> tuple[tuple[float, float | None], bool] | None:
     """``((0, upper), in place?)`` if ``func(*args, **kwargs)`` is a ReLU-like call, else None."""
     try:
         entry = _RELU_LIKE.get(func)
@@ -70,7 +76,9 @@ def _relu_like(func, args: tuple, kwargs: dict) -> tuple[tuple[float, float | No
     if entry is None:
         return None
     kinks, where = entry
-    if kinks is None:  # hardtanh(z, min_val=-1, max_val=1): ReLU-like only with min_val 0
+    if (
+        kinks is None
+    ):  # hardtanh(z, min_val=-1, max_val=1): ReLU-like only with min_val 0
         lower = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
         upper = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
         if float(lower) != 0.0:
@@ -81,7 +89,11 @@ def _relu_like(func, args: tuple, kwargs: dict) -> tuple[tuple[float, float | No
     elif where is None:
         in_place = False
     else:
-        in_place = bool(args[where]) if len(args) > where else bool(kwargs.get("inplace", False))
+        in_place = (
+            bool(args[where])
+            if len(args) > where
+            else bool(kwargs.get("inplace", False))
+        )
     return kinks, in_place
 
 
@@ -109,14 +121,20 @@ class GuidedRule(TorchFunctionMode):
         return z.copy_(out) if in_place else out
 
 
-def _guided_backprop(model: nn.Module, xb: torch.Tensor, target: Target) -> torch.Tensor:
+def _guided_backprop(
+    model: nn.Module, xb: torch.Tensor, target: Target
+) -> torch.Tensor:
     with GuidedRule():
         return logit_gradient(model, xb, target)
 
 
 @attribution_method(_guided_backprop, fast_path=False)
 def guided_backprop(
-    model: nn.Module, x: torch.Tensor, target: Target = None, *, batched: bool | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    batched: bool | None = None,
 ) -> torch.Tensor:
     """Guided Backpropagation map of the target logit, with the shape of ``x``.
 

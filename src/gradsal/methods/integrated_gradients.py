@@ -42,10 +42,18 @@ from .base import attribution_method
 
 __all__ = ["IG_RULES", "integrated_gradients", "quadrature"]
 
-IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+IG_RULES = (
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+)
 
 
-def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
+def quadrature(
+    n_steps: int, method: str = "gausslegendre"
+) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``a_k`` in [0, 1] and weights ``w_k`` of an ``n_steps``-point rule for integrals on [0, 1].
 
     ``"gausslegendre"`` is exact for polynomials of degree up to ``2 n - 1``;
@@ -62,12 +70,18 @@ def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[np.ndarray,
         return 0.5 * (nodes + 1.0), 0.5 * weights
     if method == "riemann_trapezoid":
         if n < 2:
-            raise ValueError("the trapezoid rule needs n_steps >= 2 (both ends of the path)")
+            raise ValueError(
+                "the trapezoid rule needs n_steps >= 2 (both ends of the path)"
+            )
         weights = np.full(n, 1.0 / (n - 1))
         weights[[0, -1]] /= 2
         return np.linspace(0.0, 1.0, n), weights
     cells = np.arange(n, dtype=np.float64)
-    offset = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[method]
+    offset = {
+        "riemann_left": 0.0,
+        "riemann_right": 1.0,
+        "riemann_middle": 0.5,
+    }[method]
     return (cells + offset) / n, np.full(n, 1.0 / n)
 
 
@@ -77,7 +91,9 @@ def _baseline_batch(baseline: object, xb: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(xb)
     if isinstance(baseline, torch.Tensor):
         if not baseline.is_floating_point():
-            raise TypeError(f"a baseline tensor must be floating-point; got dtype {baseline.dtype}")
+            raise TypeError(
+                f"a baseline tensor must be floating-point; got dtype {baseline.dtype}"
+            )
         if tuple(baseline.shape) == tuple(xb.shape):
             base = baseline
         elif tuple(baseline.shape) == tuple(xb.shape[1:]):
@@ -90,33 +106,53 @@ def _baseline_batch(baseline: object, xb: torch.Tensor) -> torch.Tensor:
         if not torch.isfinite(base).all():
             raise ValueError("baseline contains NaN or infinite values")
         return base.detach().to(device=xb.device, dtype=xb.dtype)
-    value = check_number(baseline, "baseline", meaning="None, a number or a tensor of x's shape")
+    value = check_number(
+        baseline, "baseline", meaning="None, a number or a tensor of x's shape"
+    )
     return torch.full_like(xb, value)
 
 
 def _path_batches(
-    engine: Engine, xb: torch.Tensor, base: torch.Tensor, targets: torch.Tensor, alphas: torch.Tensor,
+    engine: Engine,
+    xb: torch.Tensor,
+    base: torch.Tensor,
+    targets: torch.Tensor,
+    alphas: torch.Tensor,
     batch_size: int,
 ) -> Iterator[tuple[tuple[int, int, int], torch.Tensor, torch.Tensor]]:
     """``((example, first node, last node), points b + a_k (x - b), targets)`` chunk by chunk."""
     for b in range(xb.shape[0]):
         start = 0
         for count in engine.chunk_sizes(alphas.numel(), batch_size):
-            a = alphas[start : start + count].to(dtype=xb.dtype).view(-1, *[1] * (xb.ndim - 1))
+            a = (
+                alphas[start : start + count]
+                .to(dtype=xb.dtype)
+                .view(-1, *[1] * (xb.ndim - 1))
+            )
             points = base[b].unsqueeze(0) + a * (xb[b] - base[b]).unsqueeze(0)
             yield (b, start, start + count), points, targets[b].expand(count)
             start += count
 
 
 def _integrate(
-    engine: Engine, xb: torch.Tensor, base: torch.Tensor, targets: torch.Tensor, n_steps: int, method: str,
+    engine: Engine,
+    xb: torch.Tensor,
+    base: torch.Tensor,
+    targets: torch.Tensor,
+    n_steps: int,
+    method: str,
     batch_size: int,
 ) -> torch.Tensor:
     """``(x - b) * sum_k w_k grad f(b + a_k (x - b))`` for each example, sums in float64."""
-    alphas, weights = (torch.from_numpy(v) for v in quadrature(n_steps, method))
+    alphas, weights = (
+        torch.from_numpy(v) for v in quadrature(n_steps, method)
+    )
     weights = weights.to(xb.device)
     total = torch.zeros(xb.shape, dtype=torch.float64, device=xb.device)
-    for (b, lo, hi), g in engine.map(logit_gradient, _path_batches(engine, xb, base, targets, alphas, batch_size)):
+    for (b, lo, hi), g in engine.map(
+        logit_gradient,
+        _path_batches(engine, xb, base, targets, alphas, batch_size),
+    ):
         w = weights[lo:hi].view(-1, *[1] * (xb.ndim - 1))
         total[b] += (w * g.double()).sum(0)
     return ((xb - base).double() * total).to(xb.dtype)
@@ -140,11 +176,21 @@ def _integrated_gradients(
     already chosen the module and precision, so ``precision`` is not used here.
     """
     if return_delta:
-        raise ValueError("return_delta is not available through smoothgrad(method=...), which averages attributions")
+        raise ValueError(
+            "return_delta is not available through smoothgrad(method=...), which averages attributions"
+        )
     with torch.no_grad():
         targets = resolve_targets(target, forward(model, xb))
     base = _baseline_batch(baseline, xb)
-    return _integrate(Engine(model), xb, base, targets, n_steps, method, batch_size or DEFAULT_BATCH_SIZE)
+    return _integrate(
+        Engine(model),
+        xb,
+        base,
+        targets,
+        n_steps,
+        method,
+        batch_size or DEFAULT_BATCH_SIZE,
+    )
 
 
 @attribution_method(_integrated_gradients, fast_path=True)
@@ -177,10 +223,15 @@ def integrated_gradients(
     """
     n_steps = check_positive_int(n_steps, "n_steps")
     quadrature(n_steps, method)  # checks the rule before any pass
-    bs = check_positive_int(batch_size, "batch_size", allow_none=True) or DEFAULT_BATCH_SIZE
+    bs = (
+        check_positive_int(batch_size, "batch_size", allow_none=True)
+        or DEFAULT_BATCH_SIZE
+    )
     check_precision(precision)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a torch.nn.Module; got {type(model).__name__}"
+        )
     with frozen(model):
         xb, added = as_batch(x, batched)
         xb = xb.detach().to(device_of(model, xb.device))
@@ -188,9 +239,19 @@ def integrated_gradients(
         with torch.no_grad():
             ends = forward(model, torch.cat([xb, base]))
         targets = resolve_targets(target, ends[: xb.shape[0]])
-        with open_engine(model, xb, items_per_example=n_steps, batch_size=bs, precision=precision) as engine:
+        with open_engine(
+            model,
+            xb,
+            items_per_example=n_steps,
+            batch_size=bs,
+            precision=precision,
+        ) as engine:
             ig = _integrate(engine, xb, base, targets, n_steps, method, bs)
-        picked = ends.double().gather(1, torch.cat([targets, targets]).view(-1, 1)).view(2, -1)
+        picked = (
+            ends.double()
+            .gather(1, torch.cat([targets, targets]).view(-1, 1))
+            .view(2, -1)
+        )
         delta = ig.double().flatten(1).sum(1) - (picked[0] - picked[1])
     ig = ig.to(x.device)
     delta = delta.to(x.device)

@@ -27,7 +27,14 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from ..core import Target, as_generator, check_number, check_positive_int, frozen, prepare
+from ..core import (
+    Target,
+    as_generator,
+    check_number,
+    check_positive_int,
+    frozen,
+    prepare,
+)
 from ..engine import DEFAULT_BATCH_SIZE, Engine, check_precision, open_engine
 from .base import method_spec
 from .gradient import vanilla_gradient
@@ -57,7 +64,9 @@ def noise_sigma(x: torch.Tensor, noise_level: float) -> float:
 
 
 def gaussian_noise(
-    shape: torch.Size | tuple[int, ...], count: int, generator: torch.Generator | None
+    shape: torch.Size | tuple[int, ...],
+    count: int,
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
     """``count`` standard-normal draws of ``shape``, stacked: (count, *shape).
 
@@ -67,12 +76,24 @@ def gaussian_noise(
     Chapter 02, SmoothGrad.
     """
     device = generator.device if generator is not None else torch.device("cpu")
-    return torch.stack([torch.randn(shape, generator=generator, device=device) for _ in range(count)])
+    return torch.stack(
+        [
+            torch.randn(shape, generator=generator, device=device)
+            for _ in range(count)
+        ]
+    )
 
 
-def _check_args(n_samples: object, noise_level: object, batch_size: object) -> None:
+def _check_args(
+    n_samples: object, noise_level: object, batch_size: object
+) -> None:
     check_positive_int(n_samples, "n_samples")
-    check_number(noise_level, "noise_level", minimum=0.0, meaning="a fraction of the image's range")
+    check_number(
+        noise_level,
+        "noise_level",
+        minimum=0.0,
+        meaning="a fraction of the image's range",
+    )
     check_positive_int(batch_size, "batch_size", allow_none=True)
 
 
@@ -95,7 +116,9 @@ def _noisy_batches(
         sigma = noise_sigma(image, noise_level)
         for count in engine.chunk_sizes(n_samples, batch_size):
             noise = gaussian_noise(image.shape, count, generator)
-            noisy = image.unsqueeze(0) + sigma * noise.to(device=image.device, dtype=image.dtype)
+            noisy = image.unsqueeze(0) + sigma * noise.to(
+                device=image.device, dtype=image.dtype
+            )
             yield b, noisy, targets[b].expand(count)
 
 
@@ -132,17 +155,30 @@ def _noisy_run(
         xb, added, targets = prepare(model, x, target, batched)
         engine = stack.enter_context(
             open_engine(
-                model, xb, items_per_example=n_samples, batch_size=bs, precision=precision,
-                fast_path=spec.fast_path, options=spec.options,
+                model,
+                xb,
+                items_per_example=n_samples,
+                batch_size=bs,
+                precision=precision,
+                fast_path=spec.fast_path,
+                options=spec.options,
             )
         )
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=xb.shape[0] * n_samples, desc=f"SmoothGrad ({spec.name})", unit="sample")
+            bar = tqdm(
+                total=xb.shape[0] * n_samples,
+                desc=f"SmoothGrad ({spec.name})",
+                unit="sample",
+            )
             stack.callback(bar.close)
-        batches = _noisy_batches(engine, xb, targets, n_samples, noise_level, bs, gen)
-        chunks = stack.enter_context(contextlib.closing(engine.map(spec.kernel, batches, progress=bar)))
+        batches = _noisy_batches(
+            engine, xb, targets, n_samples, noise_level, bs, gen
+        )
+        chunks = stack.enter_context(
+            contextlib.closing(engine.map(spec.kernel, batches, progress=bar))
+        )
         yield xb, added, chunks
 
 
@@ -190,10 +226,21 @@ def smoothgrad(
     Estimates; the appendix on performance measures each choice.
     """
     if mode not in SMOOTHGRAD_MODES:
-        raise ValueError(f"mode must be one of {SMOOTHGRAD_MODES}; got {mode!r}")
+        raise ValueError(
+            f"mode must be one of {SMOOTHGRAD_MODES}; got {mode!r}"
+        )
     run = _noisy_run(
-        model, x, target, method, n_samples=n_samples, noise_level=noise_level, batch_size=batch_size,
-        generator=generator, batched=batched, progress=progress, precision=precision,
+        model,
+        x,
+        target,
+        method,
+        n_samples=n_samples,
+        noise_level=noise_level,
+        batch_size=batch_size,
+        generator=generator,
+        batched=batched,
+        progress=progress,
+        precision=precision,
     )
     total = total_sq = None
     with run as (xb, added, chunks):
@@ -202,7 +249,9 @@ def smoothgrad(
         acc = torch.float64 if xb.device.type != "mps" else torch.float32
         for b, a in chunks:
             if total is None:
-                total = torch.zeros((xb.shape[0], *a.shape[1:]), dtype=acc, device=xb.device)
+                total = torch.zeros(
+                    (xb.shape[0], *a.shape[1:]), dtype=acc, device=xb.device
+                )
                 total_sq = torch.zeros_like(total) if mode == "var" else None
             a = a.to(acc)
             if mode == "abs":
@@ -245,22 +294,37 @@ def noisy_attributions(
     chapter (chapter 02, SmoothGrad; chapter 04, What SmoothGrad Estimates).
     """
     run = _noisy_run(
-        model, x, target, method, n_samples=n_samples, noise_level=noise_level, batch_size=batch_size,
-        generator=generator, batched=batched, progress=progress, precision=precision,
+        model,
+        x,
+        target,
+        method,
+        n_samples=n_samples,
+        noise_level=noise_level,
+        batch_size=batch_size,
+        generator=generator,
+        batched=batched,
+        progress=progress,
+        precision=precision,
     )
     out = None
     with run as (xb, added, chunks):
         filled = [0] * xb.shape[0]
         for b, a in chunks:
             if out is None:
-                out = torch.empty((xb.shape[0], n_samples, *a.shape[1:]), dtype=a.dtype, device=xb.device)
+                out = torch.empty(
+                    (xb.shape[0], n_samples, *a.shape[1:]),
+                    dtype=a.dtype,
+                    device=xb.device,
+                )
             out[b, filled[b] : filled[b] + a.shape[0]] = a
             filled[b] += a.shape[0]
     out = out.to(x.device)
     return out[0] if added else out
 
 
-def smoothgrad_from_samples(samples: torch.Tensor, mode: str = "abs", dim: int = 0) -> torch.Tensor:
+def smoothgrad_from_samples(
+    samples: torch.Tensor, mode: str = "abs", dim: int = 0
+) -> torch.Tensor:
     """Reduce a pool of noisy attributions along ``dim`` as SmoothGrad's ``mode`` does.
 
     ``"abs"``: mean of |a_i|; ``"signed"``: mean of a_i; ``"square"``: mean of
@@ -269,11 +333,20 @@ def smoothgrad_from_samples(samples: torch.Tensor, mode: str = "abs", dim: int =
     it to study smaller N. Chapter 02, SmoothGrad.
     """
     if mode not in SMOOTHGRAD_MODES:
-        raise ValueError(f"mode must be one of {SMOOTHGRAD_MODES}; got {mode!r}")
-    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
-        raise TypeError("samples must be a floating-point tensor of attributions")
+        raise ValueError(
+            f"mode must be one of {SMOOTHGRAD_MODES}; got {mode!r}"
+        )
+    if (
+        not isinstance(samples, torch.Tensor)
+        or not samples.is_floating_point()
+    ):
+        raise TypeError(
+            "samples must be a floating-point tensor of attributions"
+        )
     if samples.numel() == 0 or samples.shape[dim] == 0:
-        raise ValueError("samples is empty; expected at least one attribution along dim")
+        raise ValueError(
+            "samples is empty; expected at least one attribution along dim"
+        )
     if mode == "abs":
         return samples.abs().mean(dim)
     if mode == "signed":
@@ -312,9 +385,13 @@ class SamplePool:
     ) -> None:
         _check_args(1, noise_level, batch_size)
         check_precision(precision)
-        method_spec(method, vanilla_gradient)  # fail now on a bad method, not at the first draw
+        method_spec(
+            method, vanilla_gradient
+        )  # fail now on a bad method, not at the first draw
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a torch.nn.Module; got {type(model).__name__}"
+            )
         self.model = model
         self.x = x.detach()
         self.noise_level = float(noise_level)
@@ -332,7 +409,9 @@ class SamplePool:
         """The class every sample explains (the prediction for ``x`` unless one was given)."""
         if self._target is None:
             with frozen(self.model):
-                _, _, targets = prepare(self.model, self.x, None, batched=False)
+                _, _, targets = prepare(
+                    self.model, self.x, None, batched=False
+                )
             self._target = int(targets[0])
         return self._target
 
@@ -348,7 +427,11 @@ class SamplePool:
             return self._samples.expand(n, *self._samples.shape[1:])
         if len(self) < n:
             more = self._attributions(n - len(self))
-            self._samples = more if self._samples is None else torch.cat([self._samples, more])
+            self._samples = (
+                more
+                if self._samples is None
+                else torch.cat([self._samples, more])
+            )
         return self._samples[:n]
 
     def smoothgrad(self, n: int, mode: str = "abs") -> torch.Tensor:
@@ -358,7 +441,14 @@ class SamplePool:
     def _attributions(self, count: int) -> torch.Tensor:
         self.computations += 1
         return noisy_attributions(
-            self.model, self.x, self.target, method=self.method, n_samples=count,
-            noise_level=self.noise_level, batch_size=self.batch_size, generator=self._generator,
-            batched=False, precision=self.precision,
+            self.model,
+            self.x,
+            self.target,
+            method=self.method,
+            n_samples=count,
+            noise_level=self.noise_level,
+            batch_size=self.batch_size,
+            generator=self._generator,
+            batched=False,
+            precision=self.precision,
         )

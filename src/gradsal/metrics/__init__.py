@@ -36,10 +36,26 @@ from .faithfulness import (
     perturbation_curve,
     perturbation_curves,
 )
-from .localization import aligned_profile, mass_inside, pointing_game, top_k_hits, window_mask
-from .randomization import cascading_randomization, randomization_similarity, reinitialize_
+from .localization import (
+    aligned_profile,
+    mass_inside,
+    pointing_game,
+    top_k_hits,
+    window_mask,
+)
+from .randomization import (
+    cascading_randomization,
+    randomization_similarity,
+    reinitialize_,
+)
 from .robustness import MaxSensitivity, max_sensitivity
-from .similarity import hog_similarity, map_similarity, spearman, ssim, top_overlap
+from .similarity import (
+    hog_similarity,
+    map_similarity,
+    spearman,
+    ssim,
+    top_overlap,
+)
 from .uncertainty import Interval, bootstrap_interval, paired_difference
 
 __all__ = [

@@ -18,7 +18,9 @@ from .checks import check_image
 __all__ = ["random_map", "sobel_map"]
 
 
-def random_map(shape: tuple[int, int], *, generator: torch.Generator | int | None = 0) -> torch.Tensor:
+def random_map(
+    shape: tuple[int, int], *, generator: torch.Generator | int | None = 0
+) -> torch.Tensor:
     """A map of independent Uniform(0, 1) values: the chance-level baseline.
 
     ``shape`` is (H, W); the values come from ``generator`` (a seed or a
@@ -26,7 +28,9 @@ def random_map(shape: tuple[int, int], *, generator: torch.Generator | int | Non
     same map. Chapter 05, Sanity Checks.
     """
     if not isinstance(shape, (tuple, list)) or len(shape) != 2:
-        raise ValueError(f"shape must be (H, W) with two positive integers; got {shape!r}")
+        raise ValueError(
+            f"shape must be (H, W) with two positive integers; got {shape!r}"
+        )
     h = check_positive_int(shape[0], "the height H of shape (H, W)")
     w = check_positive_int(shape[1], "the width W of shape (H, W)")
     return torch.rand((h, w), generator=as_generator(generator))
@@ -43,5 +47,7 @@ def sobel_map(x: torch.Tensor) -> torch.Tensor:
     from skimage.filters import sobel
 
     x = check_image(x)
-    edges = np.stack([sobel(channel) for channel in to_numpy(x, "x")]).max(axis=0)
+    edges = np.stack([sobel(channel) for channel in to_numpy(x, "x")]).max(
+        axis=0
+    )
     return torch.from_numpy(edges).to(device=x.device, dtype=torch.float32)

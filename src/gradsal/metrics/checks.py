@@ -16,16 +16,26 @@ import torch
 
 from ..core import check_input, to_numpy
 
-__all__ = ["ArrayLike", "as_map", "check_fraction", "check_image", "map_values"]
+__all__ = [
+    "ArrayLike",
+    "as_map",
+    "check_fraction",
+    "check_image",
+    "map_values",
+]
 
 ArrayLike = torch.Tensor | np.ndarray
 
 
-def map_values(s: object, *, name: str = "s", nonnegative: bool = True) -> np.ndarray:
+def map_values(
+    s: object, *, name: str = "s", nonnegative: bool = True
+) -> np.ndarray:
     """A map flattened to a float64 vector, checked to be non-empty, finite and (optionally) >= 0."""
     arr = to_numpy(s, name).ravel()
     if arr.size == 0:
-        raise ValueError(f"{name} is empty; expected a map with at least one value")
+        raise ValueError(
+            f"{name} is empty; expected a map with at least one value"
+        )
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if nonnegative and (arr < 0).any():
@@ -47,15 +57,23 @@ def as_map(s: object, name: str) -> np.ndarray:
     """A floating-point (H, W) map (tensor or NumPy array) as float64, checked to be finite and non-empty."""
     if isinstance(s, torch.Tensor):
         if not s.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point map; got dtype {s.dtype}")
+            raise TypeError(
+                f"{name} must be a floating-point map; got dtype {s.dtype}"
+            )
     elif isinstance(s, np.ndarray):
         if not np.issubdtype(s.dtype, np.floating):
-            raise TypeError(f"{name} must be a floating-point map; got dtype {s.dtype}")
+            raise TypeError(
+                f"{name} must be a floating-point map; got dtype {s.dtype}"
+            )
     else:
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (H, W); got {type(s).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor or numpy array of shape (H, W); got {type(s).__name__}"
+        )
     arr = to_numpy(s, name)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D map of shape (H, W) (reduce the channels first); got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 2-D map of shape (H, W) (reduce the channels first); got shape {arr.shape}"
+        )
     if arr.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.isfinite(arr).all():
@@ -67,5 +85,7 @@ def check_image(x: object) -> torch.Tensor:
     """``x`` if it is one finite floating-point image of shape (C, H, W) (:func:`gradsal.core.check_input`)."""
     x = check_input(x)
     if x.ndim != 3:
-        raise ValueError(f"x must be one image of shape (C, H, W); got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be one image of shape (C, H, W); got shape {tuple(x.shape)}"
+        )
     return x

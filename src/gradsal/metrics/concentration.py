@@ -51,11 +51,15 @@ def neighbour_correlation(s: ArrayLike) -> float:
 
     arr = as_map(s, "s")
     if min(arr.shape) < 2:
-        raise ValueError(f"a map needs at least 2 x 2 pixels; got shape {arr.shape}")
+        raise ValueError(
+            f"a map needs at least 2 x 2 pixels; got shape {arr.shape}"
+        )
     pairs = [(arr[:, 1:], arr[:, :-1]), (arr[1:, :], arr[:-1, :])]
     if any(np.ptp(a) == 0 or np.ptp(b) == 0 for a, b in pairs):
         raise ValueError("a constant map has no neighbour correlation")
-    return float(np.mean([np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in pairs]))
+    return float(
+        np.mean([np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in pairs])
+    )
 
 
 def sparsity(s: ArrayLike, threshold: float = 0.1) -> float:
@@ -66,7 +70,9 @@ def sparsity(s: ArrayLike, threshold: float = 0.1) -> float:
     to its peak. Chapter 01, The Vanilla Gradient.
     """
     if not 0 <= threshold <= 1:
-        raise ValueError(f"threshold must be a fraction of the maximum in [0, 1]; got {threshold}")
+        raise ValueError(
+            f"threshold must be a fraction of the maximum in [0, 1]; got {threshold}"
+        )
     arr = map_values(s)
     peak = float(arr.max())
     if peak == 0:
@@ -116,7 +122,9 @@ def gini(s: ArrayLike) -> float:
     return float(np.sum((2 * ranks - n - 1) * arr) / (n * total))
 
 
-def percentiles(s: ArrayLike, q: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
+def percentiles(
+    s: ArrayLike, q: Sequence[float] = (50, 90, 99)
+) -> dict[str, float]:
     """Percentiles of the map's values as ``{"p50": ..., "p90": ...}`` (linear interpolation).
 
     Read them relative to the maximum: a p99 close to the maximum means the
@@ -131,7 +139,11 @@ def percentiles(s: ArrayLike, q: Sequence[float] = (50, 90, 99)) -> dict[str, fl
 
 
 def map_statistics(
-    s: ArrayLike, *, threshold: float = 0.1, fraction: float = 0.05, q: Sequence[float] = (50, 90, 99)
+    s: ArrayLike,
+    *,
+    threshold: float = 0.1,
+    fraction: float = 0.05,
+    q: Sequence[float] = (50, 90, 99),
 ) -> dict[str, float]:
     """All the summaries of one magnitude map in one dictionary (one row of a table).
 

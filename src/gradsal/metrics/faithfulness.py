@@ -19,7 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import check_number, check_positive_int, device_of, eval_mode, forward, resolve_targets, to_numpy
+from ..core import (
+    check_number,
+    check_positive_int,
+    device_of,
+    eval_mode,
+    forward,
+    resolve_targets,
+    to_numpy,
+)
 from .checks import ArrayLike, as_map, check_image
 
 __all__ = [
@@ -37,7 +45,11 @@ CURVE_KINDS = ("deletion", "insertion")
 
 
 def baseline_image(
-    x: torch.Tensor, kind: str = "blur", *, blur_sigma: float = 10.0, taps: int | None = None
+    x: torch.Tensor,
+    kind: str = "blur",
+    *,
+    blur_sigma: float = 10.0,
+    taps: int | None = None,
 ) -> torch.Tensor:
     """The image that deleted pixels are replaced by (and insertion starts from).
 
@@ -57,14 +69,28 @@ def baseline_image(
     if kind == "mean":
         return x.detach().mean(dim=(1, 2), keepdim=True).expand_as(x).clone()
     if kind == "blur":
-        sigma = check_number(blur_sigma, "blur_sigma", minimum=0.0, strict=True, meaning="in pixels")
+        sigma = check_number(
+            blur_sigma,
+            "blur_sigma",
+            minimum=0.0,
+            strict=True,
+            meaning="in pixels",
+        )
         if taps is not None:
             return _kernel_blur(x, sigma, check_positive_int(taps, "taps"))
         from skimage.filters import gaussian
 
-        out = gaussian(to_numpy(x, "x"), sigma=sigma, channel_axis=0, mode="reflect", preserve_range=True)
+        out = gaussian(
+            to_numpy(x, "x"),
+            sigma=sigma,
+            channel_axis=0,
+            mode="reflect",
+            preserve_range=True,
+        )
         return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
-    raise ValueError(f"baseline kind must be 'blur', 'zero' or 'mean'; got {kind!r}")
+    raise ValueError(
+        f"baseline kind must be 'blur', 'zero' or 'mean'; got {kind!r}"
+    )
 
 
 def _kernel_blur(x: torch.Tensor, sigma: float, taps: int) -> torch.Tensor:
@@ -72,13 +98,19 @@ def _kernel_blur(x: torch.Tensor, sigma: float, taps: int) -> torch.Tensor:
     from scipy.ndimage import gaussian_filter
 
     if taps % 2 == 0:
-        raise ValueError(f"taps must be odd (the kernel has a centre); got {taps}")
+        raise ValueError(
+            f"taps must be odd (the kernel has a centre); got {taps}"
+        )
     impulse = np.zeros((taps, taps))
     impulse[taps // 2, taps // 2] = 1.0
-    kernel = torch.from_numpy(gaussian_filter(impulse, sigma)).to(device=x.device, dtype=x.dtype)
+    kernel = torch.from_numpy(gaussian_filter(impulse, sigma)).to(
+        device=x.device, dtype=x.dtype
+    )
     weight = kernel.expand(x.shape[0], 1, taps, taps)
     with torch.no_grad():
-        out = torch.nn.functional.conv2d(x.detach()[None], weight, padding=taps // 2, groups=x.shape[0])
+        out = torch.nn.functional.conv2d(
+            x.detach()[None], weight, padding=taps // 2, groups=x.shape[0]
+        )
     return out[0]
 
 
@@ -96,7 +128,10 @@ class Curve:
         return auc(self.fractions, self.scores)
 
 
-def auc(fractions: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> float:
+def auc(
+    fractions: Sequence[float] | np.ndarray,
+    values: Sequence[float] | np.ndarray,
+) -> float:
     """Area under a curve sampled at ``fractions`` of [0, 1], by the trapezoid rule.
 
     ``fractions`` must increase strictly from 0 to 1, so the area of a constant
@@ -106,7 +141,9 @@ def auc(fractions: Sequence[float] | np.ndarray, values: Sequence[float] | np.nd
     f = np.asarray(fractions, dtype=float)
     v = np.asarray(values, dtype=float)
     if f.ndim != 1 or v.shape != f.shape or f.size < 2:
-        raise ValueError(f"fractions and values must be 1-D of one length >= 2; got shapes {f.shape} and {v.shape}")
+        raise ValueError(
+            f"fractions and values must be 1-D of one length >= 2; got shapes {f.shape} and {v.shape}"
+        )
     if not (np.isfinite(f).all() and np.isfinite(v).all()):
         raise ValueError("fractions and values must be finite")
     _check_grid(f)
@@ -115,32 +152,46 @@ def auc(fractions: Sequence[float] | np.ndarray, values: Sequence[float] | np.nd
 
 def _check_grid(f: np.ndarray) -> np.ndarray:
     """``f`` if it increases strictly from 0 to 1 (up to 1e-9 at the ends)."""
-    if not (np.all(np.diff(f) > 0) and abs(f[0]) < 1e-9 and abs(f[-1] - 1) < 1e-9):
-        raise ValueError(f"fractions must increase strictly from 0 to 1; got {f.tolist()}")
+    if not (
+        np.all(np.diff(f) > 0) and abs(f[0]) < 1e-9 and abs(f[-1] - 1) < 1e-9
+    ):
+        raise ValueError(
+            f"fractions must increase strictly from 0 to 1; got {f.tolist()}"
+        )
     return f
 
 
-def _fraction_grid(fractions: Sequence[float] | np.ndarray | None, steps: int) -> np.ndarray:
+def _fraction_grid(
+    fractions: Sequence[float] | np.ndarray | None, steps: int
+) -> np.ndarray:
     if fractions is None:
         return np.linspace(0.0, 1.0, check_positive_int(steps, "steps") + 1)
     f = np.asarray(fractions, dtype=float)
     if f.ndim != 1 or f.size < 2 or not np.isfinite(f).all():
-        raise ValueError("fractions must be a 1-D sequence of at least two finite numbers")
+        raise ValueError(
+            "fractions must be a 1-D sequence of at least two finite numbers"
+        )
     return _check_grid(f)
 
 
-def _resolve_baseline(x: torch.Tensor, baseline: str | torch.Tensor, blur_sigma: float) -> torch.Tensor:
+def _resolve_baseline(
+    x: torch.Tensor, baseline: str | torch.Tensor, blur_sigma: float
+) -> torch.Tensor:
     if isinstance(baseline, torch.Tensor):
         if baseline.shape != x.shape or not baseline.is_floating_point():
             raise ValueError(
                 f"a baseline tensor must be a float tensor of x's shape {tuple(x.shape)}; got {tuple(baseline.shape)}"
             )
         if not torch.isfinite(baseline).all():
-            raise ValueError("the baseline tensor contains NaN or infinite values")
+            raise ValueError(
+                "the baseline tensor contains NaN or infinite values"
+            )
         return baseline.detach().to(device=x.device, dtype=x.dtype)
     if isinstance(baseline, str):
         return baseline_image(x, baseline, blur_sigma=blur_sigma)
-    raise TypeError(f"baseline must be 'blur', 'zero', 'mean' or a tensor; got {type(baseline).__name__}")
+    raise TypeError(
+        f"baseline must be 'blur', 'zero', 'mean' or a tensor; got {type(baseline).__name__}"
+    )
 
 
 def perturbation_curves(
@@ -166,21 +217,29 @@ def perturbation_curves(
     """
     for kind in kinds:
         if kind not in CURVE_KINDS:
-            raise ValueError(f"kinds must be taken from {CURVE_KINDS}; got {kind!r}")
+            raise ValueError(
+                f"kinds must be taken from {CURVE_KINDS}; got {kind!r}"
+            )
     if not kinds:
         raise ValueError(f"kinds must name at least one of {CURVE_KINDS}")
     if score not in ("probability", "logit"):
-        raise ValueError(f"score must be 'probability' or 'logit'; got {score!r}")
+        raise ValueError(
+            f"score must be 'probability' or 'logit'; got {score!r}"
+        )
     check_positive_int(batch_size, "batch_size")
     if not isinstance(maps, Mapping) or not maps:
-        raise ValueError("maps must be a non-empty dict of name -> (H, W) saliency map")
+        raise ValueError(
+            "maps must be a non-empty dict of name -> (H, W) saliency map"
+        )
     x = check_image(x)
     h, w = x.shape[1:]
     ranks = {}
     for name, saliency in maps.items():
         s = as_map(saliency, f"saliency map {name!r}")
         if s.shape != (h, w):
-            raise ValueError(f"saliency map {name!r} has shape {s.shape} but the image is {(h, w)} pixels")
+            raise ValueError(
+                f"saliency map {name!r} has shape {s.shape} but the image is {(h, w)} pixels"
+            )
         order = np.argsort(-s.ravel(), kind="stable")  # ties keep pixel order
         rank = np.empty(h * w, dtype=np.int64)
         rank[order] = np.arange(h * w)
@@ -200,7 +259,11 @@ def perturbation_curves(
     def build(job: tuple[str, str, int]) -> torch.Tensor:
         name, kind, k = job
         mask = (ranks[name] < k).to(img.dtype).unsqueeze(0)
-        return img * (1 - mask) + base * mask if kind == "deletion" else base * (1 - mask) + img * mask
+        return (
+            img * (1 - mask) + base * mask
+            if kind == "deletion"
+            else base * (1 - mask) + img * mask
+        )
 
     with eval_mode(model), torch.no_grad():
         device = device_of(model, x.device)
@@ -214,7 +277,9 @@ def perturbation_curves(
         end_scores = scores_of(ends, cls)
         done: list[np.ndarray] = []
         for start in range(0, len(jobs), batch_size):
-            batch = torch.stack([build(j) for j in jobs[start : start + batch_size]])
+            batch = torch.stack(
+                [build(j) for j in jobs[start : start + batch_size]]
+            )
             done.append(scores_of(forward(model, batch.to(device)), cls))
     flat = np.concatenate(done) if done else np.zeros(0)
     looked_up = dict(zip(jobs, flat))
@@ -230,8 +295,16 @@ def perturbation_curves(
                 else:
                     removed_all = k >= h * w
                     # deletion: 0 pixels removed is x, all removed is the baseline; insertion the reverse
-                    values.append(base_score if removed_all == (kind == "deletion") else x_score)
-            curves[(name, kind)] = Curve(kind=kind, fractions=grid.copy(), scores=np.asarray(values, dtype=float))
+                    values.append(
+                        base_score
+                        if removed_all == (kind == "deletion")
+                        else x_score
+                    )
+            curves[(name, kind)] = Curve(
+                kind=kind,
+                fractions=grid.copy(),
+                scores=np.asarray(values, dtype=float),
+            )
     return curves
 
 
@@ -267,21 +340,42 @@ def perturbation_curve(
     if kind not in CURVE_KINDS:
         raise ValueError(f"kind must be one of {CURVE_KINDS}; got {kind!r}")
     curves = perturbation_curves(
-        model, x, {"map": saliency}, target, kinds=(kind,), fractions=fractions, steps=steps,
-        baseline=baseline, blur_sigma=blur_sigma, score=score, batch_size=batch_size,
+        model,
+        x,
+        {"map": saliency},
+        target,
+        kinds=(kind,),
+        fractions=fractions,
+        steps=steps,
+        baseline=baseline,
+        blur_sigma=blur_sigma,
+        score=score,
+        batch_size=batch_size,
     )
     return curves[("map", kind)]
 
 
 def deletion_curve(
-    model: nn.Module, x: torch.Tensor, saliency: ArrayLike, target: int | None = None, **kwargs
+    model: nn.Module,
+    x: torch.Tensor,
+    saliency: ArrayLike,
+    target: int | None = None,
+    **kwargs,
 ) -> Curve:
     """Deletion curve: :func:`perturbation_curve` with ``kind="deletion"`` (chapter 05, Sanity Checks)."""
-    return perturbation_curve(model, x, saliency, target, kind="deletion", **kwargs)
+    return perturbation_curve(
+        model, x, saliency, target, kind="deletion", **kwargs
+    )
 
 
 def insertion_curve(
-    model: nn.Module, x: torch.Tensor, saliency: ArrayLike, target: int | None = None, **kwargs
+    model: nn.Module,
+    x: torch.Tensor,
+    saliency: ArrayLike,
+    target: int | None = None,
+    **kwargs,
 ) -> Curve:
     """Insertion curve: :func:`perturbation_curve` with ``kind="insertion"`` (chapter 05, Sanity Checks)."""
-    return perturbation_curve(model, x, saliency, target, kind="insertion", **kwargs)
+    return perturbation_curve(
+        model, x, saliency, target, kind="insertion", **kwargs
+    )

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["aligned_profile", "mass_inside", "pointing_game", "top_k_hits", "window_mask"]
+__all__ = [
+    "aligned_profile",
+    "mass_inside",
+    "pointing_game",
+    "top_k_hits",
+    "window_mask",
+]
 
 
 def window_mask(start: torch.Tensor, width: int, length: int) -> torch.Tensor:
@@ -29,17 +35,23 @@ def window_mask(start: torch.Tensor, width: int, length: int) -> torch.Tensor:
     return (t >= start) & (t < start + width)
 
 
-def _check_pair(attr: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_pair(
+    attr: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     attr = torch.as_tensor(attr).detach().float()
     mask = torch.as_tensor(mask).bool()
     if mask.ndim == 1:
         mask = mask.expand_as(attr)
     if attr.shape != mask.shape or attr.ndim != 2:
-        raise ValueError(f"attr and mask must both have shape (B, T); got {tuple(attr.shape)} and {tuple(mask.shape)}")
+        raise ValueError(
+            f"attr and mask must both have shape (B, T); got {tuple(attr.shape)} and {tuple(mask.shape)}"
+        )
     return attr, mask
 
 
-def top_k_hits(attr: torch.Tensor, mask: torch.Tensor, k: int | None = None) -> torch.Tensor:
+def top_k_hits(
+    attr: torch.Tensor, mask: torch.Tensor, k: int | None = None
+) -> torch.Tensor:
     """Per example, the fraction of the k highest-scoring positions that lie inside ``mask``.
 
     ``attr`` and ``mask`` have shape (B, T) (a (T,) mask is shared by all rows);
@@ -68,7 +80,11 @@ def mass_inside(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     attr, mask = _check_pair(attr, mask)
     a = attr.abs()
     total = a.sum(1)
-    return torch.where(total > 0, (a * mask).sum(1) / total.clamp_min(1e-30), torch.zeros_like(total))
+    return torch.where(
+        total > 0,
+        (a * mask).sum(1) / total.clamp_min(1e-30),
+        torch.zeros_like(total),
+    )
 
 
 def pointing_game(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -76,7 +92,9 @@ def pointing_game(attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return top_k_hits(attr, mask, k=1)
 
 
-def aligned_profile(attr: torch.Tensor, start: torch.Tensor, before: int, after: int) -> torch.Tensor:
+def aligned_profile(
+    attr: torch.Tensor, start: torch.Tensor, before: int, after: int
+) -> torch.Tensor:
     """Mean attribution at offsets ``-before .. after - 1`` from each example's window start.
 
     Lines the (B, T) attributions up on their planted windows and averages over
@@ -88,7 +106,9 @@ def aligned_profile(attr: torch.Tensor, start: torch.Tensor, before: int, after:
     attr = torch.as_tensor(attr).detach().float()
     start = torch.as_tensor(start).long().reshape(-1, 1)
     if attr.ndim != 2 or start.shape[0] != attr.shape[0]:
-        raise ValueError(f"attr must be (B, T) with one start per row; got {tuple(attr.shape)} and {start.shape[0]} starts")
+        raise ValueError(
+            f"attr must be (B, T) with one start per row; got {tuple(attr.shape)} and {start.shape[0]} starts"
+        )
     offsets = torch.arange(-before, after).reshape(1, -1)
     pos = start + offsets
     valid = (pos >= 0) & (pos < attr.shape[1])

@@ -27,7 +27,11 @@ from ..models import efficientnet_stages
 from .checks import ArrayLike, as_map
 from .similarity import spearman, ssim
 
-__all__ = ["cascading_randomization", "randomization_similarity", "reinitialize_"]
+__all__ = [
+    "cascading_randomization",
+    "randomization_similarity",
+    "reinitialize_",
+]
 
 Stage = tuple[str, Sequence[str]]
 
@@ -45,7 +49,9 @@ def _is_bias(name: str) -> bool:
 
 
 @torch.no_grad()
-def reinitialize_(module: nn.Module, generator: torch.Generator | int | None = 0) -> nn.Module:
+def reinitialize_(
+    module: nn.Module, generator: torch.Generator | int | None = 0
+) -> nn.Module:
     """Re-initialise ``module`` and all its submodules *in place*; returns it.
 
     * Normalisation layers (batch, instance, group and layer norm, RMS norm)
@@ -69,7 +75,9 @@ def reinitialize_(module: nn.Module, generator: torch.Generator | int | None = 0
     it to copies of a model (chapter 05, Sanity Checks; Adebayo et al., 2018).
     """
     if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module; got {type(module).__name__}")
+        raise TypeError(
+            f"module must be a torch.nn.Module; got {type(module).__name__}"
+        )
     gen = as_generator(generator)  # None: torch's global generator
     for m in module.modules():
         if isinstance(m, _NORM_LAYERS):
@@ -88,8 +96,12 @@ def reinitialize_(module: nn.Module, generator: torch.Generator | int | None = 0
             if _is_bias(name):
                 p.zero_()
             elif p.ndim >= 2:
-                fan_in = p[0].numel()  # in_channels / groups * kernel area, or in_features
-                w = torch.randn(p.shape, generator=gen, dtype=torch.float32) * math.sqrt(2.0 / fan_in)
+                fan_in = p[
+                    0
+                ].numel()  # in_channels / groups * kernel area, or in_features
+                w = torch.randn(
+                    p.shape, generator=gen, dtype=torch.float32
+                ) * math.sqrt(2.0 / fan_in)
                 p.copy_(w.to(device=p.device, dtype=p.dtype))
     return module
 
@@ -98,7 +110,11 @@ def _reset_own_parameters(m: nn.Module, gen: torch.Generator | None) -> None:
     """``m.reset_parameters()`` with torch's generator seeded from ``gen`` (None: as it is)."""
     reset = getattr(m, "reset_parameters", None)
     if not callable(reset):
-        names = [n for n, p in m.named_parameters(recurse=False) if p.ndim < 2 and not _is_bias(n)]
+        names = [
+            n
+            for n, p in m.named_parameters(recurse=False)
+            if p.ndim < 2 and not _is_bias(n)
+        ]
         warnings.warn(
             f"reinitialize_: {type(m).__name__} has no reset_parameters(), so its parameters {names} "
             "keep their trained values",
@@ -114,13 +130,27 @@ def _reset_own_parameters(m: nn.Module, gen: torch.Generator | None) -> None:
         reset()
 
 
-def _check_stages(model: nn.Module, stages: Sequence[Stage]) -> list[tuple[str, tuple[str, ...]]]:
-    if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or len(stages) == 0:
-        raise ValueError("stages must be a non-empty list of (label, [submodule names]) pairs")
+def _check_stages(
+    model: nn.Module, stages: Sequence[Stage]
+) -> list[tuple[str, tuple[str, ...]]]:
+    if (
+        isinstance(stages, (str, bytes))
+        or not isinstance(stages, Sequence)
+        or len(stages) == 0
+    ):
+        raise ValueError(
+            "stages must be a non-empty list of (label, [submodule names]) pairs"
+        )
     checked = []
     for item in stages:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-            raise ValueError(f"each stage must be a (label, [submodule names]) pair; got {item!r}")
+        if not (
+            isinstance(item, (tuple, list))
+            and len(item) == 2
+            and isinstance(item[0], str)
+        ):
+            raise ValueError(
+                f"each stage must be a (label, [submodule names]) pair; got {item!r}"
+            )
         label, names = item
         names = (names,) if isinstance(names, str) else tuple(names)
         if not names:
@@ -129,9 +159,16 @@ def _check_stages(model: nn.Module, stages: Sequence[Stage]) -> list[tuple[str, 
             try:
                 sub = model.get_submodule(name)
             except AttributeError:
-                raise ValueError(f"stage {label!r}: the model has no submodule {name!r}") from None
-            if next(sub.parameters(), None) is None and next(sub.buffers(), None) is None:
-                raise ValueError(f"stage {label!r}: submodule {name!r} has no parameters to randomise")
+                raise ValueError(
+                    f"stage {label!r}: the model has no submodule {name!r}"
+                ) from None
+            if (
+                next(sub.parameters(), None) is None
+                and next(sub.buffers(), None) is None
+            ):
+                raise ValueError(
+                    f"stage {label!r}: submodule {name!r} has no parameters to randomise"
+                )
         checked.append((label, names))
     return checked
 
@@ -154,8 +191,12 @@ def cascading_randomization(
     Chapter 05, Sanity Checks.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    checked = _check_stages(model, efficientnet_stages(model) if stages is None else stages)
+        raise TypeError(
+            f"model must be a torch.nn.Module; got {type(model).__name__}"
+        )
+    checked = _check_stages(
+        model, efficientnet_stages(model) if stages is None else stages
+    )
     gen = as_generator(generator)
 
     def steps() -> Iterator[tuple[str, nn.Module]]:

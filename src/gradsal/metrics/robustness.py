@@ -38,7 +38,10 @@ def _explanations(e: object, what: str) -> dict[str, torch.Tensor]:
     items = e.items() if isinstance(e, dict) else [("", e)]
     out = {}
     for key, value in items:
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        if (
+            not isinstance(value, torch.Tensor)
+            or not value.is_floating_point()
+        ):
             raise TypeError(
                 f"explain must return a float tensor or a dict of them; got {type(value).__name__} for {what}"
             )
@@ -87,13 +90,22 @@ def max_sensitivity(
         norms[key] = float(value.norm())
         if not math.isfinite(norms[key]) or norms[key] == 0:
             name = f" {key!r}" if key else ""
-            raise ValueError(f"the explanation{name} of x is zero (or not finite); a relative sensitivity is undefined")
+            raise ValueError(
+                f"the explanation{name} of x is zero (or not finite); a relative sensitivity is undefined"
+            )
     ratios: dict[str, list[float]] = {key: [] for key in base}
     for _ in range(n_perturbations):
-        delta = (torch.rand(clean.shape, generator=gen, dtype=torch.float32) * 2 - 1) * radius
-        got = _explanations(explain(clean + delta.to(device=clean.device, dtype=clean.dtype)), "a perturbed input")
+        delta = (
+            torch.rand(clean.shape, generator=gen, dtype=torch.float32) * 2 - 1
+        ) * radius
+        got = _explanations(
+            explain(clean + delta.to(device=clean.device, dtype=clean.dtype)),
+            "a perturbed input",
+        )
         if got.keys() != base.keys():
-            raise ValueError(f"explain returned keys {sorted(got)} for a perturbed input, {sorted(base)} for x")
+            raise ValueError(
+                f"explain returned keys {sorted(got)} for a perturbed input, {sorted(base)} for x"
+            )
         for key, value in got.items():
             if value.shape != base[key].shape:
                 raise ValueError(
@@ -102,7 +114,9 @@ def max_sensitivity(
                 )
             ratios[key].append(float((value - base[key]).norm()) / norms[key])
     results = {
-        key: MaxSensitivity(value=float(max(r)), ratios=np.asarray(r), radius=radius)
+        key: MaxSensitivity(
+            value=float(max(r)), ratios=np.asarray(r), radius=radius
+        )
         for key, r in ratios.items()
     }
     return results if isinstance(raw, dict) else results[""]

@@ -20,7 +20,13 @@ import torch
 from ..maps import normalize, rank_correlation
 from .checks import ArrayLike, as_map, check_fraction, map_values
 
-__all__ = ["hog_similarity", "map_similarity", "spearman", "ssim", "top_overlap"]
+__all__ = [
+    "hog_similarity",
+    "map_similarity",
+    "spearman",
+    "ssim",
+    "top_overlap",
+]
 
 
 def spearman(a: ArrayLike, b: ArrayLike, *, absolute: bool = False) -> float:
@@ -51,15 +57,23 @@ def ssim(a: ArrayLike, b: ArrayLike, *, win_size: int = 7) -> float:
     a_np = as_map(a, "a")
     b_np = as_map(b, "b")
     if a_np.shape != b_np.shape:
-        raise ValueError(f"maps must have the same shape; got {a_np.shape} and {b_np.shape}")
+        raise ValueError(
+            f"maps must have the same shape; got {a_np.shape} and {b_np.shape}"
+        )
     if min(a_np.shape) < win_size:
-        raise ValueError(f"maps of shape {a_np.shape} are smaller than the SSIM window ({win_size})")
+        raise ValueError(
+            f"maps of shape {a_np.shape} are smaller than the SSIM window ({win_size})"
+        )
     a01 = normalize(torch.from_numpy(a_np)).numpy()
     b01 = normalize(torch.from_numpy(b_np)).numpy()
-    return float(structural_similarity(a01, b01, data_range=1.0, win_size=win_size))
+    return float(
+        structural_similarity(a01, b01, data_range=1.0, win_size=win_size)
+    )
 
 
-def hog_similarity(a: ArrayLike, b: ArrayLike, *, pixels_per_cell: int = 16) -> float:
+def hog_similarity(
+    a: ArrayLike, b: ArrayLike, *, pixels_per_cell: int = 16
+) -> float:
     """Pearson correlation of the HOG features of two (H, W) maps, each min-max scaled to [0, 1].
 
     Histograms of oriented gradients (Dalal and Triggs, 2005;
@@ -73,12 +87,21 @@ def hog_similarity(a: ArrayLike, b: ArrayLike, *, pixels_per_cell: int = 16) -> 
 
     a_np, b_np = as_map(a, "a"), as_map(b, "b")
     if a_np.shape != b_np.shape:
-        raise ValueError(f"maps must have the same shape; got {a_np.shape} and {b_np.shape}")
+        raise ValueError(
+            f"maps must have the same shape; got {a_np.shape} and {b_np.shape}"
+        )
     if min(a_np.shape) < 2 * pixels_per_cell:
-        raise ValueError(f"maps of shape {a_np.shape} are smaller than a HOG block of 2 x {pixels_per_cell} pixels")
+        raise ValueError(
+            f"maps of shape {a_np.shape} are smaller than a HOG block of 2 x {pixels_per_cell} pixels"
+        )
     cell = (int(pixels_per_cell), int(pixels_per_cell))
     fa, fb = (
-        hog(normalize(torch.from_numpy(m)).numpy(), orientations=9, pixels_per_cell=cell, cells_per_block=(2, 2))
+        hog(
+            normalize(torch.from_numpy(m)).numpy(),
+            orientations=9,
+            pixels_per_cell=cell,
+            cells_per_block=(2, 2),
+        )
         for m in (a_np, b_np)
     )
     if np.ptp(fa) == 0 or np.ptp(fb) == 0:
@@ -90,7 +113,9 @@ def _flat_pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     va = map_values(a, name="a", nonnegative=False)
     vb = map_values(b, name="b", nonnegative=False)
     if va.shape != vb.shape:
-        raise ValueError(f"maps must have the same number of values; got {va.size} and {vb.size}")
+        raise ValueError(
+            f"maps must have the same number of values; got {va.size} and {vb.size}"
+        )
     return va, vb
 
 
@@ -109,7 +134,9 @@ def top_overlap(a: ArrayLike, b: ArrayLike, fraction: float = 0.05) -> float:
     return len(top_a & top_b) / len(top_a | top_b)
 
 
-def map_similarity(a: ArrayLike, b: ArrayLike, fraction: float = 0.05) -> dict[str, float]:
+def map_similarity(
+    a: ArrayLike, b: ArrayLike, fraction: float = 0.05
+) -> dict[str, float]:
     """How alike two maps of the same shape are, in four numbers.
 
     ``spearman``: rank correlation of the pixels (:func:`gradsal.rank_correlation`);
@@ -122,7 +149,9 @@ def map_similarity(a: ArrayLike, b: ArrayLike, fraction: float = 0.05) -> dict[s
     """
     va, vb = _flat_pair(a, b)
     if va.size < 2 or np.ptp(va) == 0 or np.ptp(vb) == 0:
-        raise ValueError("maps need at least two distinct values each to be compared")
+        raise ValueError(
+            "maps need at least two distinct values each to be compared"
+        )
     na = (va - va.min()) / np.ptp(va)
     nb = (vb - vb.min()) / np.ptp(vb)
     return {

@@ -82,11 +82,18 @@ def bootstrap_interval(
     replicates = table[photos[..., None], seeds].mean(axis=(1, 2))
     tail = (1 - level) / 2
     low, high = np.quantile(replicates, [tail, 1 - tail])
-    return Interval(float(table.mean()), float(low), float(high), float(level), p, s)
+    return Interval(
+        float(table.mean()), float(low), float(high), float(level), p, s
+    )
 
 
 def paired_difference(
-    a: object, b: object, *, level: float = 0.95, n_boot: int = 4000, seed: int = 0
+    a: object,
+    b: object,
+    *,
+    level: float = 0.95,
+    n_boot: int = 4000,
+    seed: int = 0,
 ) -> Interval:
     """Mean of ``a - b`` over the same photos (and seeds), with its bootstrap interval.
 
@@ -96,7 +103,11 @@ def paired_difference(
     """
     ta, tb = _as_table(a), _as_table(b)
     if ta.shape[0] != tb.shape[0]:
-        raise ValueError(f"a and b must score the same photos; got {ta.shape[0]} and {tb.shape[0]}")
+        raise ValueError(
+            f"a and b must score the same photos; got {ta.shape[0]} and {tb.shape[0]}"
+        )
     if ta.shape[1] != tb.shape[1] and 1 not in (ta.shape[1], tb.shape[1]):
-        raise ValueError(f"a and b must have the same seeds (or one none); got {ta.shape[1]} and {tb.shape[1]}")
+        raise ValueError(
+            f"a and b must have the same seeds (or one none); got {ta.shape[1]} and {tb.shape[1]}"
+        )
     return bootstrap_interval(ta - tb, level=level, n_boot=n_boot, seed=seed)
