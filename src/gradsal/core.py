@@ -29,6 +29,7 @@ __all__ = [
     "Target",
     "as_batch",
     "as_generator",
+    "check_batch_tensor",
     "check_input",
     "check_number",
     "check_positive_int",
@@ -235,23 +236,41 @@ def device_of(model: nn.Module, fallback: torch.device) -> torch.device:
     return fallback
 
 
+def check_batch_tensor(
+    value: object,
+    batch: int,
+    expected: str,
+    *,
+    ndim: int | None = None,
+    min_ndim: int = 1,
+) -> torch.Tensor:
+    """``value`` if it is a tensor of ``batch`` rows (with ``ndim`` axes, or at
+    least ``min_ndim``), else a ValueError that says ``expected`` and what came."""
+    ok = (
+        isinstance(value, torch.Tensor)
+        and value.ndim >= max(min_ndim, 1)
+        and (ndim is None or value.ndim == ndim)
+        and value.shape[0] == batch
+    )
+    if not ok:
+        got = (
+            tuple(value.shape)
+            if isinstance(value, torch.Tensor)
+            else type(value).__name__
+        )
+        raise ValueError(f"{expected}; got {got}")
+    return value
+
+
 def forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
     """``model(xb)``, checked to be (B, K) logits for the B inputs of ``xb``."""
-    out = model(xb)
-    if (
-        not isinstance(out, torch.Tensor)
-        or out.ndim != 2
-        or out.shape[0] != xb.shape[0]
-    ):
-        shape = (
-            tuple(out.shape)
-            if isinstance(out, torch.Tensor)
-            else type(out).__name__
-        )
-        raise ValueError(
-            f"the model must map a batch of {xb.shape[0]} inputs to ({xb.shape[0]}, K) logits; got {shape}"
-        )
-    return out
+    b = xb.shape[0]
+    return check_batch_tensor(
+        model(xb),
+        b,
+        f"the model must map a batch of {b} inputs to ({b}, K) logits",
+        ndim=2,
+    )
 
 
 def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:

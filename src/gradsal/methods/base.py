@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import Target, as_batch, device_of, frozen
+from ..core import Target, as_batch, check_batch_tensor, device_of, frozen
 
 __all__ = ["MethodSpec", "apply_method", "attribution_method", "method_spec"]
 
@@ -131,20 +131,11 @@ def _as_kernel(method: Callable) -> Kernel:
     def kernel(
         model: nn.Module, xb: torch.Tensor, targets: Target
     ) -> torch.Tensor:
-        out = method(model, xb, targets)
-        if (
-            not isinstance(out, torch.Tensor)
-            or out.ndim < 1
-            or out.shape[0] != xb.shape[0]
-        ):
-            shape = (
-                tuple(out.shape)
-                if isinstance(out, torch.Tensor)
-                else type(out).__name__
-            )
-            raise ValueError(
-                f"method must return one attribution per example of the batch ({xb.shape[0]}, ...); got {shape}"
-            )
-        return out
+        return check_batch_tensor(
+            method(model, xb, targets),
+            xb.shape[0],
+            "method must return one attribution per example of the batch "
+            f"({xb.shape[0]}, ...)",
+        )
 
     return kernel

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Target, forward, resolve_targets
+from ..core import Target, check_batch_tensor, forward, resolve_targets
 from .base import apply_method, attribution_method
 from .guided_backprop import guided_backprop
 
@@ -95,20 +95,12 @@ def _grad_cam(
                 raise ValueError(
                     f"layer {type(module).__name__} ran {len(captured)} times in one forward pass; expected once"
                 )
-            feats = captured[0]
-            if (
-                not isinstance(feats, torch.Tensor)
-                or feats.ndim != 4
-                or feats.shape[0] != xb.shape[0]
-            ):
-                shape = (
-                    tuple(feats.shape)
-                    if isinstance(feats, torch.Tensor)
-                    else type(feats).__name__
-                )
-                raise ValueError(
-                    f"Grad-CAM needs a (B, K, h, w) feature map at the layer; got {shape}"
-                )
+            feats = check_batch_tensor(
+                captured[0],
+                xb.shape[0],
+                "Grad-CAM needs a (B, K, h, w) feature map at the layer",
+                ndim=4,
+            )
             picked = logits.gather(1, targets.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(picked, feats)
     finally:
