@@ -13,12 +13,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(
-        0, str(ROOT)
-    )  # `bench` is a package at the repository root
-
 from bench import configurations, report, smoothgrad_bench
 from bench.configurations import (
     Captum,
@@ -29,6 +23,8 @@ from bench.configurations import (
     parse_case,
 )
 from gradsal.engine import DEFAULT_BATCH_SIZE
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ---------------------------------------------------------------------------
 # configurations

@@ -128,7 +128,6 @@ class Engine:
     """How batches go through the model: which module, layout, autocast, workers.
 
     Made by :func:`open_engine`; valid inside its ``with`` block only.
-    ``folded`` says whether the folded graph runs instead of the model.
     """
 
     model: nn.Module
@@ -139,7 +138,6 @@ class Engine:
         None  # intra-op threads per worker; None leaves torch's setting alone
     )
     pool: ThreadPoolExecutor | None = None
-    folded: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
     def chunk_sizes(self, n_items: int, batch_size: int) -> list[int]:
@@ -273,7 +271,7 @@ def open_engine(
         folded = fastpath.fold_for_gradients(model) if use_fold else None
         fast = _checked_rewrite(model, folded, xb) if folded else None
         if fast is not None:
-            engine.model, engine.channels_last, engine.folded = fast, cpu, True
+            engine.model, engine.channels_last = fast, cpu
         if cpu:
             total = torch.get_num_threads()
             n_chunks = xb.shape[0] * len(

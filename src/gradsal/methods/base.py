@@ -23,10 +23,9 @@ import torch
 from torch import nn
 
 from ..core import Target, as_batch, check_batch_tensor, device_of, frozen
+from ..engine.runner import Kernel
 
 __all__ = ["MethodSpec", "apply_method", "attribution_method", "method_spec"]
-
-Kernel = Callable[..., torch.Tensor]
 
 
 def attribution_method(

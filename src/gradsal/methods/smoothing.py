@@ -383,7 +383,13 @@ class SamplePool:
         batch_size: int | None = None,
         precision: str = "auto",
     ) -> None:
-        _check_args(1, noise_level, batch_size)
+        check_number(
+            noise_level,
+            "noise_level",
+            minimum=0.0,
+            meaning="a fraction of the image's range",
+        )
+        check_positive_int(batch_size, "batch_size", allow_none=True)
         check_precision(precision)
         method_spec(
             method, vanilla_gradient
