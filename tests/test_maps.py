@@ -95,3 +95,21 @@ def test_rank_correlation_matches_scipy_and_is_rank_invariant():
         gradsal.rank_correlation(a, a[:4])
     with pytest.raises(ValueError, match="constant map"):
         gradsal.rank_correlation(a, np.ones_like(a))
+
+
+def test_average_ranks_and_rank_correlation_match_scipy_with_ties():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(1)
+    # many ties (rounded values, zero regions) as in ReLU and Grad-CAM maps
+    a = np.round(rng.normal(size=(40, 40)), 1).clip(0)
+    b = np.round(a + rng.normal(size=(40, 40)), 1)
+    for v in (a, b, a.astype(np.float32), np.arange(5.0)):
+        np.testing.assert_array_equal(
+            gradsal.maps.average_ranks(v), rankdata(v.ravel())
+        )
+    rho = gradsal.rank_correlation(a, b)
+    assert rho == pytest.approx(spearmanr(a.ravel(), b.ravel()).statistic)
+    assert -1 < rho < 1
+    c = a.astype(np.float32)
+    assert gradsal.rank_correlation(c, c) == 1.0

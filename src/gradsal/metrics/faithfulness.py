@@ -23,11 +23,12 @@ from ..core import (
     check_number,
     check_positive_int,
     device_of,
-    eval_mode,
     forward,
+    frozen,
     resolve_targets,
     to_numpy,
 )
+from ..engine import open_engine
 from .checks import ArrayLike, as_map, check_image
 
 __all__ = [
@@ -194,6 +195,12 @@ def _resolve_baseline(
     )
 
 
+def _logits(model: nn.Module, xb: torch.Tensor, _targets: object) -> torch.Tensor:
+    """The engine kernel of a forward pass: the model's (B, K) logits, no graph."""
+    with torch.no_grad():  # grad mode is per thread: set it in the worker
+        return forward(model, xb)
+
+
 def perturbation_curves(
     model: nn.Module,
     x: torch.Tensor,
@@ -265,7 +272,7 @@ def perturbation_curves(
             else base * (1 - mask) + img * mask
         )
 
-    with eval_mode(model), torch.no_grad():
+    with frozen(model), torch.no_grad():
         device = device_of(model, x.device)
 
         def scores_of(logits: torch.Tensor, cls: torch.Tensor) -> np.ndarray:
@@ -276,11 +283,26 @@ def perturbation_curves(
         cls = resolve_targets(target, ends[:1])[0]
         end_scores = scores_of(ends, cls)
         done: list[np.ndarray] = []
-        for start in range(0, len(jobs), batch_size):
-            batch = torch.stack(
-                [build(j) for j in jobs[start : start + batch_size]]
+        # The perturbed images run through the engine like gradient passes
+        # (folded graph, worker threads): forward passes are all the cost.
+        with open_engine(
+            model,
+            img[None].to(device),
+            items_per_example=max(len(jobs), 1),
+            batch_size=batch_size,
+        ) as engine:
+            batches = (
+                (
+                    None,
+                    torch.stack(
+                        [build(j) for j in jobs[start : start + batch_size]]
+                    ).to(device),
+                    cls,
+                )
+                for start in range(0, len(jobs), batch_size)
             )
-            done.append(scores_of(forward(model, batch.to(device)), cls))
+            for _, logits in engine.map(_logits, batches):
+                done.append(scores_of(logits, cls))
     flat = np.concatenate(done) if done else np.zeros(0)
     looked_up = dict(zip(jobs, flat))
     x_score, base_score = float(end_scores[0]), float(end_scores[1])
