@@ -93,8 +93,12 @@ def test_one_spearman_in_the_package():
     # every rank correlation goes through gradsal.maps.rank_correlation
     src = Path(gradsal.__file__).parent
     texts = {str(p.relative_to(src)): p.read_text() for p in src.rglob("*.py")}
-    assert not [f for f, t in texts.items() if "spearmanr(" in t or "rankdata(" in t]
-    assert [f for f, t in texts.items() if "average_ranks(" in t] == ["maps.py"]
+    assert not [
+        f for f, t in texts.items() if "spearmanr(" in t or "rankdata(" in t
+    ]
+    assert [f for f, t in texts.items() if "average_ranks(" in t] == [
+        "maps.py"
+    ]
 
 
 def test_hog_similarity_sees_shared_edges_not_pixel_values():

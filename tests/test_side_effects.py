@@ -34,6 +34,9 @@ CALLS = {
     "smoothgrad of ig": lambda m, x: gradsal.smoothgrad(
         m, x, method=gradsal.integrated_gradients, n_samples=2
     ),
+    "smoothgrad to tolerance": lambda m, x: gradsal.smoothgrad_to_tolerance(
+        m, x[0], tolerance=0.5, check_every=2, max_samples=4
+    ),
 }
 
 

@@ -18,6 +18,7 @@ from .images import PHOTOS, load_image, photo_names, to_numpy_image
 from .maps import REDUCTIONS, normalize, rank_correlation, reduce_channels
 from .methods import (
     SMOOTHGRAD_MODES,
+    ConvergedSmoothGrad,
     SamplePool,
     grad_cam,
     gradient_x_input,
@@ -27,6 +28,7 @@ from .methods import (
     noisy_attributions,
     smoothgrad,
     smoothgrad_from_samples,
+    smoothgrad_to_tolerance,
     vanilla_gradient,
 )
 from .models import (
@@ -67,6 +69,7 @@ __all__ = [
     "REPOSITORY_URL",
     "SMOOTHGRAD_MODES",
     "PixelNormalize",
+    "ConvergedSmoothGrad",
     "SamplePool",
     "available_models",
     "categories",
@@ -85,6 +88,7 @@ __all__ = [
     "reduce_channels",
     "smoothgrad",
     "smoothgrad_from_samples",
+    "smoothgrad_to_tolerance",
     "to_numpy_image",
     "top_k",
     "vanilla_gradient",

@@ -14,12 +14,14 @@ from .guided_backprop import GuidedRule, guided_backprop
 from .integrated_gradients import IG_RULES, integrated_gradients, quadrature
 from .smoothing import (
     SMOOTHGRAD_MODES,
+    ConvergedSmoothGrad,
     SamplePool,
     gaussian_noise,
     noise_sigma,
     noisy_attributions,
     smoothgrad,
     smoothgrad_from_samples,
+    smoothgrad_to_tolerance,
 )
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "SMOOTHGRAD_MODES",
     "GuidedRule",
     "MethodSpec",
+    "ConvergedSmoothGrad",
     "SamplePool",
     "apply_method",
     "attribution_method",
@@ -43,5 +46,6 @@ __all__ = [
     "quadrature",
     "smoothgrad",
     "smoothgrad_from_samples",
+    "smoothgrad_to_tolerance",
     "vanilla_gradient",
 ]

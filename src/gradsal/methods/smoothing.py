@@ -17,12 +17,16 @@ and PAIR's ``GetSmoothedMask``; the vanilla gradient is the default. The modes
 :func:`smoothgrad` keeps running sums only (memory bounded by the batch);
 :func:`noisy_attributions` returns the individual a_i, and :class:`SamplePool`
 keeps a growing pool of them, so that one set of passes serves many figures.
+:func:`smoothgrad_to_tolerance` draws copies until the map's estimated Monte
+Carlo error is small enough, and says how many it took.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -41,12 +45,14 @@ from .gradient import vanilla_gradient
 
 __all__ = [
     "SMOOTHGRAD_MODES",
+    "ConvergedSmoothGrad",
     "SamplePool",
     "gaussian_noise",
     "noise_sigma",
     "noisy_attributions",
     "smoothgrad",
     "smoothgrad_from_samples",
+    "smoothgrad_to_tolerance",
 ]
 
 SMOOTHGRAD_MODES = ("abs", "signed", "square", "var")
@@ -267,6 +273,161 @@ def smoothgrad(
         mean = (total_sq / n_samples - mean.square()).clamp_min(0.0)
     result = mean.to(device=x.device, dtype=x.dtype)
     return result[0] if added else result
+
+
+@dataclass(frozen=True)
+class ConvergedSmoothGrad:
+    """What :func:`smoothgrad_to_tolerance` returns.
+
+    ``attribution`` is the SmoothGrad of the ``n_samples`` copies drawn (equal
+    to :func:`smoothgrad` with that ``n_samples`` and the same seed, up to float
+    rounding); ``relative_error`` the estimated error reached; ``converged``
+    whether it met the tolerance before ``max_samples``; ``history`` the
+    ``(n, estimated error)`` of every check.
+    """
+
+    attribution: torch.Tensor
+    n_samples: int
+    relative_error: float
+    tolerance: float
+    converged: bool
+    history: tuple[tuple[int, float], ...]
+
+
+def _relative_error(
+    total: torch.Tensor, total_sq: torch.Tensor, n: int
+) -> float:
+    """Estimated standard error of the displayed map, relative to its colour scale.
+
+    ``total`` and ``total_sq`` are the running sums of the averaged values and
+    of their squares. Each entry's standard error is ``s / sqrt(n)`` (``s`` the
+    sample standard deviation); the displayed map is the channel maximum of the
+    mean for a (C, H, W) attribution (the mean itself otherwise), and a pixel's
+    error is that of the channel shown there. The result is the root mean
+    square of the pixel errors divided by the map's 99th percentile, the top of
+    the book's colour scales: 0.02 means a typical pixel is uncertain by 2 % of
+    the colour bar.
+    """
+    mean = total / n
+    var = ((total_sq - n * mean.square()) / (n - 1)).clamp_min(0.0)
+    se = (var / n).sqrt()
+    if mean.ndim == 3:
+        channel = mean.abs().argmax(dim=0, keepdim=True)
+        shown = mean.abs().gather(0, channel)[0]
+        se = se.gather(0, channel)[0]
+    else:
+        shown = mean.abs()
+    rms = float(se.square().mean().sqrt())
+    if rms == 0.0:
+        return 0.0
+    scale = float(torch.quantile(shown.flatten().float(), 0.99))
+    return rms / scale if scale > 0 else math.inf
+
+
+def smoothgrad_to_tolerance(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | None = None,
+    *,
+    tolerance: float = 0.02,
+    method: Method = None,
+    noise_level: float = 0.15,
+    mode: str = "abs",
+    check_every: int = 8,
+    max_samples: int = 512,
+    batch_size: int | None = None,
+    generator: torch.Generator | int | None = 0,
+    precision: str = "auto",
+) -> ConvergedSmoothGrad:
+    """SmoothGrad of one example with as many noisy copies as its map needs.
+
+    Copies are drawn as :func:`smoothgrad` draws them; after every
+    ``check_every`` copies the map's relative standard error is estimated from
+    the running per-entry variance (see :class:`ConvergedSmoothGrad` and
+    ``_relative_error``: root mean square error of the displayed map over its
+    99th percentile), and drawing stops once it is at most ``tolerance``, or at
+    ``max_samples``. ``mode`` is ``"abs"``, ``"signed"`` or ``"square"`` (the
+    means; VarGrad's error is not a sample mean's). At most a couple of chunks
+    beyond the last check are computed and dropped. Chapter 02, SmoothGrad
+    ("How many samples?"); the error estimate is the 1/N law of chapter 04.
+    """
+    if mode not in ("abs", "signed", "square"):
+        raise ValueError(
+            f"mode must be 'abs', 'signed' or 'square' (a mean with a standard error); got {mode!r}"
+        )
+    tolerance = check_number(
+        tolerance,
+        "tolerance",
+        minimum=0.0,
+        strict=True,
+        meaning="a relative standard error, e.g. 0.02",
+    )
+    check_every = check_positive_int(check_every, "check_every")
+    max_samples = check_positive_int(max_samples, "max_samples")
+    if check_every < 2 or max_samples < check_every:
+        raise ValueError(
+            "check_every must be at least 2 (a variance needs two copies) and at most "
+            f"max_samples; got check_every={check_every}, max_samples={max_samples}"
+        )
+    if not isinstance(x, torch.Tensor) or not 1 <= x.ndim <= 3:
+        raise ValueError(
+            "x must be one example without a batch axis, e.g. a (C, H, W) image; got "
+            + (
+                f"shape {tuple(x.shape)}"
+                if isinstance(x, torch.Tensor)
+                else type(x).__name__
+            )
+        )
+    run = _noisy_run(
+        model,
+        x,
+        target,
+        method,
+        n_samples=max_samples,
+        noise_level=noise_level,
+        batch_size=batch_size,
+        generator=generator,
+        batched=False,
+        progress=False,
+        precision=precision,
+    )
+    total = total_sq = None
+    n, error, history = 0, math.inf, []
+    with run as (xb, _, chunks):
+        for _, a in chunks:
+            v = a.to(torch.float64)
+            v = (
+                v.abs()
+                if mode == "abs"
+                else v.square()
+                if mode == "square"
+                else v
+            )
+            if total is None:
+                total = torch.zeros(v.shape[1:], dtype=torch.float64)
+                total_sq = torch.zeros_like(total)
+            while v.shape[0]:  # checks fall on multiples of check_every
+                take = min(v.shape[0], check_every - n % check_every)
+                part, v = v[:take].cpu(), v[take:]
+                total += part.sum(0)
+                total_sq += part.square().sum(0)
+                n += take
+                if n % check_every == 0 or n == max_samples:
+                    error = _relative_error(total, total_sq, n)
+                    history.append((n, error))
+                    if error <= tolerance:
+                        break
+            if error <= tolerance:
+                break
+    mean = (total / n).to(device=x.device, dtype=x.dtype)
+    return ConvergedSmoothGrad(
+        attribution=mean,
+        n_samples=n,
+        relative_error=error,
+        tolerance=tolerance,
+        converged=error <= tolerance,
+        history=tuple(history),
+    )
 
 
 def noisy_attributions(

@@ -195,7 +195,9 @@ def _resolve_baseline(
     )
 
 
-def _logits(model: nn.Module, xb: torch.Tensor, _targets: object) -> torch.Tensor:
+def _logits(
+    model: nn.Module, xb: torch.Tensor, _targets: object
+) -> torch.Tensor:
     """The engine kernel of a forward pass: the model's (B, K) logits, no graph."""
     with torch.no_grad():  # grad mode is per thread: set it in the worker
         return forward(model, xb)
