@@ -153,3 +153,29 @@ def test_neighbour_correlation_of_speckle_smooth_and_upsampled_maps():
     assert neighbour_correlation(up) > 0.99
     with pytest.raises(ValueError, match="constant"):
         neighbour_correlation(np.ones((8, 8)))
+
+
+def test_neighbour_correlation_of_two_noisy_estimates_of_a_ramp():
+    """A ramp M = i + j has neighbour correlation exactly 1 (a shift adds a
+    constant). Independent noise of variance var(M) on one copy halves the
+    one-map value, var(M) / (var(M) + s^2) = 1/2; the cross version of two
+    copies with independent noise recovers the ramp's 1."""
+    from gradsal.metrics import neighbour_correlation
+
+    yy, xx = np.mgrid[:128, :128]
+    ramp = (yy + xx).astype(float)
+    assert neighbour_correlation(ramp) == pytest.approx(1.0)
+    s = ramp[:, 1:].std()
+    rng = np.random.default_rng(0)
+    a = ramp + rng.normal(0.0, s, ramp.shape)
+    b = ramp + rng.normal(0.0, s, ramp.shape)
+    assert neighbour_correlation(a) == pytest.approx(0.5, abs=0.03)
+    assert neighbour_correlation(a, b) == pytest.approx(1.0, abs=0.03)
+    # with other = s it is the one-map value
+    assert neighbour_correlation(a, a) == pytest.approx(
+        neighbour_correlation(a), abs=1e-12
+    )
+    with pytest.raises(ValueError, match="shape"):
+        neighbour_correlation(a, b[:-1])
+    with pytest.raises(ValueError, match="not positively correlated"):
+        neighbour_correlation(a, -a)
