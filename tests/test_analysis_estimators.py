@@ -173,3 +173,41 @@ def test_stein_draws_smoothgrads_noise():
         eps.flatten(1) @ w.flatten()
     ).double()[:, None]
     assert torch.allclose(z, expected / sigma**2, rtol=1e-5, atol=1e-6)
+
+
+def test_split_half_neighbour_correlation_equals_the_metric_for_one_map():
+    from gradsal.metrics import neighbour_correlation
+
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((30, 40)).cumsum(1)
+    assert estimators.split_half_neighbour_correlation(m, m) == pytest.approx(
+        neighbour_correlation(m), abs=1e-12
+    )
+
+
+def test_split_half_neighbour_correlation_sees_through_independent_noise():
+    # t = cos(2 pi j / 8): correlation cos(pi / 4) one pixel right, 1 one
+    # pixel down, so the neighbour correlation of t is (1 + cos(pi / 4)) / 2.
+    from gradsal.metrics import neighbour_correlation
+
+    j = np.arange(400)
+    t = np.tile(np.cos(2 * np.pi * j / 8), (400, 1))
+    exact = (1 + math.cos(math.pi / 4)) / 2
+    rng = np.random.default_rng(1)
+    a = t + 2 * rng.standard_normal(t.shape)
+    b = t + 2 * rng.standard_normal(t.shape)
+    assert estimators.split_half_neighbour_correlation(
+        torch.from_numpy(a), torch.from_numpy(b)
+    ) == pytest.approx(exact, abs=0.06)
+    # a single noisy estimate is attenuated by the noise
+    assert neighbour_correlation(a) < 0.2
+
+
+def test_split_half_neighbour_correlation_rejects_bad_maps():
+    with pytest.raises(ValueError, match="shape"):
+        estimators.split_half_neighbour_correlation(
+            np.zeros((3, 3)), np.zeros((3, 4))
+        )
+    with pytest.raises(ValueError, match="covariance"):
+        m = np.random.default_rng(2).standard_normal((20, 20))
+        estimators.split_half_neighbour_correlation(m, -m)
