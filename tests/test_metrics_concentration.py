@@ -179,3 +179,22 @@ def test_neighbour_correlation_of_two_noisy_estimates_of_a_ramp():
         neighbour_correlation(a, b[:-1])
     with pytest.raises(ValueError, match="not positively correlated"):
         neighbour_correlation(a, -a)
+
+
+def test_cross_neighbour_correlation_recovers_a_cosine_field_through_noise():
+    # t = cos(2 pi j / 8): correlation cos(pi / 4) one pixel right, 1 one
+    # pixel down, so the neighbour correlation of t is (1 + cos(pi / 4)) / 2
+    import math
+
+    import numpy as np
+
+    from gradsal.metrics import neighbour_correlation
+
+    j = np.arange(400)
+    t = np.tile(np.cos(2 * np.pi * j / 8), (400, 1))
+    rng = np.random.default_rng(1)
+    a = t + 2 * rng.standard_normal(t.shape)
+    b = t + 2 * rng.standard_normal(t.shape)
+    exact = (1 + math.cos(math.pi / 4)) / 2
+    assert neighbour_correlation(a, b) == pytest.approx(exact, abs=0.06)
+    assert neighbour_correlation(a) < 0.2  # one noisy map is attenuated

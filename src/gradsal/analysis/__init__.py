@@ -13,7 +13,6 @@ Every public name is re-exported here, e.g. ``gradsal.analysis.flip_sweep``.
 from .estimators import (
     jensen_gap,
     loglog_slope,
-    split_half_neighbour_correlation,
     stein_projections,
     variance_vs_n,
 )
@@ -65,7 +64,6 @@ __all__ = [
     "smoothed_relu",
     "smoothed_relu6_derivative",
     "smoothed_relu_derivative",
-    "split_half_neighbour_correlation",
     "stein_projections",
     "variance_vs_n",
 ]

@@ -33,7 +33,6 @@ from ..methods import gaussian_noise, noise_sigma
 __all__ = [
     "jensen_gap",
     "loglog_slope",
-    "split_half_neighbour_correlation",
     "stein_projections",
     "variance_vs_n",
 ]
@@ -59,58 +58,6 @@ def jensen_gap(samples: torch.Tensor, dim: int = 0) -> torch.Tensor:
     pos = samples.clamp_min(0).mean(dim)
     neg = (-samples).clamp_min(0).mean(dim)
     return 2.0 * torch.minimum(pos, neg)
-
-
-def split_half_neighbour_correlation(
-    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray
-) -> float:
-    """Neighbour correlation of the map that two independent noisy estimates share.
-
-    ``a`` and ``b`` are (H, W) maps, independent unbiased estimates of one map
-    ``t`` (e.g. signed SmoothGrad from two disjoint halves of a pool). Noise in
-    a single estimate lowers :func:`gradsal.metrics.neighbour_correlation`; here
-    every covariance is taken *between* ``a`` and ``b``, whose noises are
-    independent, so each is an unbiased estimate of the covariance of ``t``:
-    for each shift (one pixel right, one down) the cross-covariance of the
-    shifted pair (symmetrised) over the square root of the two unshifted
-    cross-covariances, averaged over the two shifts. With ``a`` equal to ``b``
-    it is exactly ``neighbour_correlation(a)``. Chapter 04, What SmoothGrad
-    Estimates (how rough the smoothed gradient is, pixel to pixel).
-    """
-    arrs = []
-    for name, m in (("a", a), ("b", b)):
-        if isinstance(m, torch.Tensor):
-            m = m.detach().cpu().double().numpy()
-        m = np.asarray(m, dtype=np.float64)
-        if m.ndim != 2 or min(m.shape) < 2 or not np.isfinite(m).all():
-            raise ValueError(
-                f"{name} must be a finite (H, W) map with H, W >= 2; "
-                f"got shape {m.shape}"
-            )
-        arrs.append(m)
-    a, b = arrs
-    if a.shape != b.shape:
-        raise ValueError(
-            f"a and b must have one shape; got {a.shape} and {b.shape}"
-        )
-
-    def cov(u: np.ndarray, v: np.ndarray) -> float:
-        return float(np.mean((u - u.mean()) * (v - v.mean())))
-
-    values = []
-    for first, rest in (
-        ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-        ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
-    ):
-        shifted = (cov(a[first], b[rest]) + cov(b[first], a[rest])) / 2
-        c1, c2 = cov(a[first], b[first]), cov(a[rest], b[rest])
-        if c1 <= 0 or c2 <= 0:
-            raise ValueError(
-                "the two estimates share no positive covariance; "
-                "the noise swamps the map"
-            )
-        values.append(shifted / np.sqrt(c1 * c2))
-    return float(np.mean(values))
 
 
 def variance_vs_n(samples: torch.Tensor, ns: Sequence[int]) -> torch.Tensor:
