@@ -77,3 +77,41 @@ def test_max_sensitivity_of_several_explanations_at_once() -> None:
         robustness.max_sensitivity(
             lambda z: {"a" if next(calls) == 0 else "b": z}, x
         )
+
+
+def test_rank_distance_ignores_monotone_rescaling_where_frobenius_doubles() -> (
+    None
+):
+    # E(z) = z near a constant image 2: about ||delta|| / 8. E(z) = z^2:
+    # about (4 delta) / 16, twice that to first order. Ranks: a monotone map
+    # of positive values orders pixels identically, so 1 - rho is the same.
+    x = 2 + 0.01 * torch.arange(16.0).view(4, 4) / 16
+    both = robustness.max_sensitivity(
+        lambda z: {"e": z, "square": z.square()},
+        x,
+        radius=1e-3,
+        n_perturbations=6,
+        generator=0,
+        rank=True,
+    )
+    ratio = both["square"].ratios / both["e"].ratios
+    np.testing.assert_allclose(ratio, 2.0, rtol=2e-2)
+    np.testing.assert_allclose(
+        both["square"].rank_changes, both["e"].rank_changes, atol=1e-12
+    )
+    assert both["e"].rank_value == pytest.approx(
+        float(both["e"].rank_changes.max())
+    )
+    assert 0 < both["e"].rank_value <= 2
+
+
+def test_rank_distance_is_zero_when_the_ordering_survives() -> None:
+    # a ramp with steps of 1 perturbed by at most 0.1 keeps its pixel order
+    x = torch.arange(16.0).view(4, 4) + 1
+    r = robustness.max_sensitivity(
+        lambda z: z, x, radius=0.1, n_perturbations=5, generator=3, rank=True
+    )
+    assert r.rank_value == pytest.approx(0.0, abs=1e-12)
+    assert r.value > 0
+    plain = robustness.max_sensitivity(lambda z: z, x, radius=0.1)
+    assert plain.rank_value is None and plain.rank_changes is None

@@ -5,7 +5,10 @@ explanation under small perturbations of the input, estimated from seeded draws
 in an L-infinity ball. Several explanations of one input can share the
 perturbations, so that methods are compared on identical inputs: chapter 05
 compares the vanilla gradient with SmoothGrad (Smilkov et al., 2017) and the
-model-free baselines this way.
+model-free baselines this way. Next to the relative Frobenius change it can
+report a rank distance, 1 - Spearman correlation, which no monotone rescaling of
+a map changes: squaring a map doubles its relative Frobenius change to first
+order, but leaves its pixel ranking, and so the rank distance, as it is.
 """
 
 from __future__ import annotations
@@ -18,17 +21,24 @@ import numpy as np
 import torch
 
 from ..core import as_generator, check_input, check_number, check_positive_int
+from ..maps import rank_correlation
 
 __all__ = ["MaxSensitivity", "max_sensitivity"]
 
 
 @dataclass(frozen=True)
 class MaxSensitivity:
-    """Result of :func:`max_sensitivity`: the maximum and every perturbation's ratio."""
+    """Result of :func:`max_sensitivity`: the maximum and every perturbation's ratio.
+
+    ``value`` and ``ratios`` are relative Frobenius changes; ``rank_value`` and
+    ``rank_changes`` the rank distances 1 - Spearman (None unless asked for).
+    """
 
     value: float
     ratios: np.ndarray
     radius: float
+    rank_value: float | None = None
+    rank_changes: np.ndarray | None = None
 
 
 Explanation = torch.Tensor | dict[str, torch.Tensor]
@@ -59,6 +69,7 @@ def max_sensitivity(
     n_perturbations: int = 8,
     generator: torch.Generator | int | None = 0,
     reference: Explanation | None = None,
+    rank: bool = False,
 ) -> MaxSensitivity | dict[str, MaxSensitivity]:
     """Max-sensitivity of an explanation (Yeh et al., 2019), relative to the map's size.
 
@@ -94,6 +105,7 @@ def max_sensitivity(
                 f"the explanation{name} of x is zero (or not finite); a relative sensitivity is undefined"
             )
     ratios: dict[str, list[float]] = {key: [] for key in base}
+    ranks: dict[str, list[float]] = {key: [] for key in base}
     for _ in range(n_perturbations):
         delta = (
             torch.rand(clean.shape, generator=gen, dtype=torch.float32) * 2 - 1
@@ -113,9 +125,17 @@ def max_sensitivity(
                     f"{tuple(base[key].shape)} for x"
                 )
             ratios[key].append(float((value - base[key]).norm()) / norms[key])
+            if rank:
+                ranks[key].append(
+                    1.0 - rank_correlation(value.numpy(), base[key].numpy())
+                )
     results = {
         key: MaxSensitivity(
-            value=float(max(r)), ratios=np.asarray(r), radius=radius
+            value=float(max(r)),
+            ratios=np.asarray(r),
+            radius=radius,
+            rank_value=float(max(ranks[key])) if rank else None,
+            rank_changes=np.asarray(ranks[key]) if rank else None,
         )
         for key, r in ratios.items()
     }
