@@ -169,3 +169,42 @@ def test_bad_arguments_say_what_was_expected(
 def test_a_batch_is_refused(tiny_cnn, image_batch):
     with pytest.raises(ValueError, match="one example"):
         gradsal.smoothgrad_to_tolerance(tiny_cnn, image_batch)
+
+
+def test_the_error_of_a_pool_is_the_one_the_stopping_rule_sees(
+    tiny_cnn, image_batch
+):
+    x = image_batch[2]
+    out = gradsal.smoothgrad_to_tolerance(
+        tiny_cnn,
+        x,
+        1,
+        tolerance=1e-9,
+        check_every=5,
+        max_samples=20,
+        generator=3,
+    )
+    pool = gradsal.noisy_attributions(
+        tiny_cnn, x, 1, n_samples=20, generator=3
+    )
+    for n, error in out.history:
+        assert gradsal.relative_standard_error(pool[:n]) == pytest.approx(
+            error, rel=1e-6
+        )
+
+
+def test_the_error_of_pure_noise_falls_like_one_over_root_n():
+    # samples x + sigma eps, mode signed: error = sigma / (sqrt(N) q99)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 1, 64 * 64).view(1, 64, 64)
+    q99 = float(torch.quantile(x.flatten(), 0.99))
+    for n in (16, 64, 256):
+        pool = x + 0.1 * torch.randn(n, 1, 64, 64, generator=gen)
+        expected = 0.1 / (math.sqrt(n) * q99)
+        assert gradsal.relative_standard_error(
+            pool[:, 0], "signed"
+        ) == pytest.approx(expected, rel=0.05)
+    with pytest.raises(ValueError, match="N >= 2"):
+        gradsal.relative_standard_error(x)
+    with pytest.raises(ValueError, match="mode"):
+        gradsal.relative_standard_error(pool, "var")

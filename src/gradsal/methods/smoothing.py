@@ -50,6 +50,7 @@ __all__ = [
     "gaussian_noise",
     "noise_sigma",
     "noisy_attributions",
+    "relative_standard_error",
     "smoothgrad",
     "smoothgrad_from_samples",
     "smoothgrad_to_tolerance",
@@ -322,6 +323,36 @@ def _relative_error(
         return 0.0
     scale = float(torch.quantile(shown.flatten().float(), 0.99))
     return rms / scale if scale > 0 else math.inf
+
+
+def relative_standard_error(samples: torch.Tensor, mode: str = "abs") -> float:
+    """The estimated relative standard error of the SmoothGrad of a pool of noisy attributions.
+
+    ``samples`` is one example's pool, (N, ...) with N >= 2 (e.g. from
+    :func:`noisy_attributions` or :class:`SamplePool`); ``mode`` is ``"abs"``,
+    ``"signed"`` or ``"square"``. The error is the one
+    :func:`smoothgrad_to_tolerance` stops on: the root mean square of the
+    displayed map's per-pixel standard error over the map's 99th percentile.
+    It falls like 1/sqrt(N) (chapter 04), so one pool predicts the N a
+    tolerance needs. Chapter 02, SmoothGrad ("How many samples?").
+    """
+    if mode not in ("abs", "signed", "square"):
+        raise ValueError(
+            f"mode must be 'abs', 'signed' or 'square'; got {mode!r}"
+        )
+    if (
+        not isinstance(samples, torch.Tensor)
+        or not samples.is_floating_point()
+        or samples.ndim < 2
+        or samples.shape[0] < 2
+    ):
+        raise ValueError(
+            "samples must be a floating-point pool (N, ...) of one example's "
+            "attributions with N >= 2"
+        )
+    v = samples.detach().to("cpu", torch.float64)
+    v = v.abs() if mode == "abs" else v.square() if mode == "square" else v
+    return _relative_error(v.sum(0), v.square().sum(0), v.shape[0])
 
 
 def smoothgrad_to_tolerance(
