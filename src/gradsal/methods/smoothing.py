@@ -91,6 +91,14 @@ def gaussian_noise(
     )
 
 
+def _averaged(a: torch.Tensor, mode: str) -> torch.Tensor:
+    """What SmoothGrad's ``mode`` takes the mean of: |a|, a^2, or a itself
+    ("signed", and "var", which also averages a^2)."""
+    if mode == "abs":
+        return a.abs()
+    return a.square() if mode == "square" else a
+
+
 def _check_args(
     n_samples: object, noise_level: object, batch_size: object
 ) -> None:
@@ -261,14 +269,9 @@ def smoothgrad(
                 )
                 total_sq = torch.zeros_like(total) if mode == "var" else None
             a = a.to(acc)
-            if mode == "abs":
-                total[b] += a.abs().sum(0)
-            elif mode == "square":
-                total[b] += a.square().sum(0)
-            else:
-                total[b] += a.sum(0)
-                if total_sq is not None:
-                    total_sq[b] += a.square().sum(0)
+            total[b] += _averaged(a, mode).sum(0)
+            if total_sq is not None:
+                total_sq[b] += a.square().sum(0)
     mean = total / n_samples
     if mode == "var":
         mean = (total_sq / n_samples - mean.square()).clamp_min(0.0)
@@ -351,7 +354,7 @@ def relative_standard_error(samples: torch.Tensor, mode: str = "abs") -> float:
             "attributions with N >= 2"
         )
     v = samples.detach().to("cpu", torch.float64)
-    v = v.abs() if mode == "abs" else v.square() if mode == "square" else v
+    v = _averaged(v, mode)
     return _relative_error(v.sum(0), v.square().sum(0), v.shape[0])
 
 
@@ -426,14 +429,7 @@ def smoothgrad_to_tolerance(
     n, error, history = 0, math.inf, []
     with run as (xb, _, chunks):
         for _, a in chunks:
-            v = a.to(torch.float64)
-            v = (
-                v.abs()
-                if mode == "abs"
-                else v.square()
-                if mode == "square"
-                else v
-            )
+            v = _averaged(a.to(torch.float64), mode)
             if total is None:
                 total = torch.zeros(v.shape[1:], dtype=torch.float64)
                 total_sq = torch.zeros_like(total)
@@ -539,13 +535,9 @@ def smoothgrad_from_samples(
         raise ValueError(
             "samples is empty; expected at least one attribution along dim"
         )
-    if mode == "abs":
-        return samples.abs().mean(dim)
-    if mode == "signed":
-        return samples.mean(dim)
-    if mode == "square":
-        return samples.square().mean(dim)
-    return samples.var(dim, correction=0)
+    if mode == "var":
+        return samples.var(dim, correction=0)
+    return _averaged(samples, mode).mean(dim)
 
 
 class SamplePool:
