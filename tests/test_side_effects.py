@@ -34,6 +34,10 @@ CALLS = {
     "smoothgrad of ig": lambda m, x: gradsal.smoothgrad(
         m, x, method=gradsal.integrated_gradients, n_samples=2
     ),
+    "attribute": lambda m, x: gradsal.attribute(m, x, 1, batch_size=2),
+    "attribute guided backprop": lambda m, x: gradsal.attribute(
+        m, x, method=gradsal.guided_backprop
+    ),
     "smoothgrad to tolerance": lambda m, x: gradsal.smoothgrad_to_tolerance(
         m, x[0], tolerance=0.5, check_every=2, max_samples=4
     ),

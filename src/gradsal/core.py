@@ -40,6 +40,7 @@ __all__ = [
     "logit_gradient",
     "prepare",
     "resolve_targets",
+    "target_tensor",
     "to_numpy",
 ]
 
@@ -273,6 +274,40 @@ def forward(model: nn.Module, xb: torch.Tensor) -> torch.Tensor:
     )
 
 
+def target_tensor(target: Target, batch: int) -> torch.Tensor | None:
+    """``target`` as a (batch,) long tensor of class indices, or None for "the highest logit".
+
+    The checks of :func:`resolve_targets` that need no logits: type, one class
+    per example (or one for all). The class range is checked against the logits.
+    """
+    if target is None:
+        return None
+    if isinstance(target, bool):
+        raise TypeError(
+            "target must be an int class index, a sequence of them or None; got a bool"
+        )
+    if isinstance(target, int):
+        return torch.full((batch,), target, dtype=torch.long)
+    try:
+        t = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"target must be an int, a sequence of ints or None; got {target!r}"
+        ) from None
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise TypeError(
+            f"target must hold integer class indices; got dtype {t.dtype}"
+        )
+    t = t.long().reshape(-1)
+    if t.numel() == 1:
+        return t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(
+            f"target has {t.numel()} entries but x holds {batch} examples; expected one per example"
+        )
+    return t
+
+
 def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     """Targets as a (B,) long tensor on the logits' device, checked against K.
 
@@ -280,32 +315,9 @@ def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     per example, or None for each example's highest logit.
     """
     b, k = logits.shape
-    if target is None:
+    t = target_tensor(target, b)
+    if t is None:
         return logits.argmax(dim=1)
-    if isinstance(target, bool):
-        raise TypeError(
-            "target must be an int class index, a sequence of them or None; got a bool"
-        )
-    if isinstance(target, int):
-        t = torch.full((b,), target, dtype=torch.long)
-    else:
-        try:
-            t = torch.as_tensor(target)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(
-                f"target must be an int, a sequence of ints or None; got {target!r}"
-            ) from None
-        if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
-            raise TypeError(
-                f"target must hold integer class indices; got dtype {t.dtype}"
-            )
-        t = t.long().reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(b)
-        elif t.numel() != b:
-            raise ValueError(
-                f"target has {t.numel()} entries but x holds {b} examples; expected one per example"
-            )
     if (t < 0).any() or (t >= k).any():
         shown = t.tolist() if t.numel() <= 10 else "..."
         raise ValueError(
