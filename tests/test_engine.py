@@ -326,22 +326,27 @@ def test_an_error_in_a_worker_reaches_the_caller_and_leaves_no_trace():
     ).shape == (6,)
 
 
-def test_the_check_is_made_once_per_kind_of_input(tiny_cnn, image_batch):
+def test_the_check_is_made_once_per_kind_of_example(tiny_cnn, image_batch):
     kw = dict(target=1, n_samples=4, noise_level=0.2, generator=2)
     first = gradsal.smoothgrad(tiny_cnn, image_batch[0], **kw)
     folded = fastpath.fold_for_gradients(tiny_cnn)
-    assert folded.verified == [
-        ((1, *image_batch.shape[1:]), image_batch.dtype, image_batch.device)
-    ]
+    kind = (
+        tuple(image_batch.shape[1:]),
+        image_batch.dtype,
+        image_batch.device,
+    )
+    assert folded.verified == [kind]
     torch.testing.assert_close(
         gradsal.smoothgrad(tiny_cnn, image_batch[0], **kw),
         first,
         atol=0,
         rtol=0,
     )
+    gradsal.smoothgrad(tiny_cnn, image_batch, **kw)  # a batch: same examples
+    assert folded.verified == [kind]
     gradsal.smoothgrad(
-        tiny_cnn, image_batch, **kw
-    )  # a batch of another size is checked on its own
+        tiny_cnn, image_batch[..., :6, :6], **kw
+    )  # examples of another size are checked on their own
     assert len(folded.verified) == 2
 
 

@@ -353,11 +353,15 @@ def prepare(
 ) -> tuple[torch.Tensor, bool, torch.Tensor]:
     """``(batch on the model's device, whether a batch axis was added, (B,) targets)``.
 
-    The targets are resolved on the clean input by one forward pass without
-    gradients (None: the predicted classes). Call inside :func:`frozen`.
+    Given targets are checked here for type and count (:func:`target_tensor`)
+    and against the number of classes by the kernels' own forward passes; only
+    ``target=None`` costs a forward pass without gradients here, for the
+    predicted classes. Call inside :func:`frozen`.
     """
     xb, added = as_batch(x, batched)
     xb = xb.detach().to(device_of(model, xb.device))
-    with torch.no_grad():
-        targets = resolve_targets(target, forward(model, xb))
-    return xb, added, targets
+    targets = target_tensor(target, xb.shape[0])
+    if targets is None:
+        with torch.no_grad():
+            targets = resolve_targets(None, forward(model, xb))
+    return xb, added, targets.to(xb.device)
