@@ -28,7 +28,7 @@ from ..core import (
     resolve_targets,
     to_numpy,
 )
-from ..engine import open_engine
+from ..engine import DEFAULT_BATCH_SIZE, open_engine
 from .checks import ArrayLike, as_map, check_image
 
 __all__ = [
@@ -215,7 +215,7 @@ def perturbation_curves(
     baseline: str | torch.Tensor = "blur",
     blur_sigma: float = 10.0,
     score: str = "probability",
-    batch_size: int = 16,
+    batch_size: int | None = None,
 ) -> dict[tuple[str, str], Curve]:
     """Deletion and/or insertion curves of several (H, W) maps of one image at once.
 
@@ -235,7 +235,10 @@ def perturbation_curves(
         raise ValueError(
             f"score must be 'probability' or 'logit'; got {score!r}"
         )
-    check_positive_int(batch_size, "batch_size")
+    batch_size = (
+        check_positive_int(batch_size, "batch_size", allow_none=True)
+        or DEFAULT_BATCH_SIZE
+    )
     if not isinstance(maps, Mapping) or not maps:
         raise ValueError(
             "maps must be a non-empty dict of name -> (H, W) saliency map"
@@ -293,15 +296,15 @@ def perturbation_curves(
             items_per_example=max(len(jobs), 1),
             batch_size=batch_size,
         ) as engine:
+            sizes = engine.chunk_sizes(len(jobs), batch_size) if jobs else []
+            starts = np.cumsum([0] + sizes).tolist()
             batches = (
                 (
                     None,
-                    torch.stack(
-                        [build(j) for j in jobs[start : start + batch_size]]
-                    ).to(device),
+                    torch.stack([build(j) for j in jobs[lo:hi]]).to(device),
                     cls,
                 )
-                for start in range(0, len(jobs), batch_size)
+                for lo, hi in zip(starts, starts[1:])
             )
             for _, logits in engine.map(_logits, batches):
                 done.append(scores_of(logits, cls))
@@ -344,7 +347,7 @@ def perturbation_curve(
     baseline: str | torch.Tensor = "blur",
     blur_sigma: float = 10.0,
     score: str = "probability",
-    batch_size: int = 16,
+    batch_size: int | None = None,
 ) -> Curve:
     """Deletion or insertion curve of one (H, W) saliency map (Petsiuk et al., 2018).
 
@@ -356,8 +359,9 @@ def perturbation_curve(
     makes the deletion curve fall fast (small area) and the insertion curve rise
     fast (large area). ``fractions`` (from 0 to 1) overrides the uniform grid of
     ``steps`` steps; ``baseline`` is a :func:`baseline_image` kind or a tensor of
-    ``x``'s shape. The images go through the model ``batch_size`` at a time, in
-    eval mode, without gradients; ``target`` defaults to the class predicted for
+    ``x``'s shape. The images go through the model ``batch_size`` at a time
+    (None: :data:`gradsal.engine.DEFAULT_BATCH_SIZE`, the fastest per image on
+    two CPU cores), in eval mode, without gradients; ``target`` defaults to the class predicted for
     ``x``. For several maps of one image use :func:`perturbation_curves`.
     Chapter 05, Sanity Checks.
     """
