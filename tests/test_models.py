@@ -59,6 +59,13 @@ def test_categories():
     assert len(gradsal.categories()) == 1000  # a fresh list each time
 
 
+def test_categories_are_torchvisions_imagenet_names():
+    from torchvision.models import MobileNet_V2_Weights
+
+    meta = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+    assert gradsal.categories() == list(meta)
+
+
 def test_unknown_model_name():
     with pytest.raises(
         ValueError, match="unknown model 'alexnet'; expected one of"

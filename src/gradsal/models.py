@@ -12,6 +12,7 @@ import io
 import socket
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib import resources
 
 import torch
 from torch import nn
@@ -221,9 +222,11 @@ def efficientnet_stages(
 
 @lru_cache(maxsize=1)
 def _categories() -> tuple[str, ...]:
-    from torchvision.models import MobileNet_V2_Weights
-
-    return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+    # A copy of torchvision's ImageNet names (MobileNet_V2_Weights.IMAGENET1K_V1
+    # .meta["categories"]; tests/test_models.py keeps them equal): importing
+    # torchvision for them would cost every chapter over a second.
+    text = resources.files("gradsal").joinpath("imagenet_classes.txt")
+    return tuple(text.read_text(encoding="utf-8").splitlines())
 
 
 def categories() -> list[str]:
