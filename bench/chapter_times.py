@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,12 @@ def from_build(build_dir: Path) -> dict[str, dict]:
 
 
 def run_build(root: Path) -> float:
+    # A full build, as in CI: Sphinx would otherwise rebuild (and execute) only the
+    # documents changed since the last build in _build/.
+    stale = root / "_build"
+    if stale.exists():
+        print(f"removing {stale.name}/ so that every notebook executes", flush=True)
+        shutil.rmtree(stale)
     # The jupyter-book of this interpreter's environment, even when it is not activated.
     local = Path(sys.executable).with_name("jupyter-book")
     cmd = [

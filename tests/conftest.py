@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import matplotlib
+import os
+
+# Before torch loads: idle OpenMP threads sleep instead of spinning, as in the
+# chapters' first cells (on two cores spinning threads slow the work down).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 

