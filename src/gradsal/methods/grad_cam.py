@@ -78,9 +78,8 @@ def _grad_cam(
     me = threading.get_ident()
 
     def keep(_module, _inputs, output):
-        if (
-            threading.get_ident() != me
-        ):  # only this thread's passes: a model may be shared
+        # only this thread's passes: a model may be shared
+        if threading.get_ident() != me:
             return None
         if isinstance(output, torch.Tensor) and not output.requires_grad:
             # The graph starts here: the gradient is needed down to this layer only, so
