@@ -265,9 +265,20 @@ def timed(
     log: Log,
     quiet_wait_s: float = 0.0,
 ) -> dict[str, dict[str, list[float]]]:
-    """Wall and CPU seconds of each configuration, by key: each warmed up once, then
-    all of them run in ``rounds`` interleaved rounds, each in a rotated order."""
+    """Wall and CPU seconds of each configuration, by key (:func:`interleaved`)."""
     runners = {case.key: runner(ctx, case) for case in cases}
+    return interleaved(runners, rounds, log, quiet_wait_s, ctx.sync)
+
+
+def interleaved(
+    runners: dict[str, Runner],
+    rounds: int,
+    log: Log,
+    quiet_wait_s: float = 0.0,
+    sync: Callable[[], None] = lambda: None,
+) -> dict[str, dict[str, list[float]]]:
+    """Wall and CPU seconds of each runner, by key: each warmed up once, then
+    all of them run in ``rounds`` interleaved rounds, each in a rotated order."""
     keys = list(runners)
     for k in keys:
         runners[k]()
@@ -277,9 +288,10 @@ def timed(
         wait_for_quiet(quiet_wait_s, log)
         order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for k in order:
-            ctx.sync()
+            sync()
             c0, t0 = time.process_time(), time.perf_counter()
             runners[k]()
+            sync()
             times[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
         log(
@@ -321,8 +333,14 @@ def _peak_rss_mb() -> float:
 def memory_child(case: Case, device: str, n_samples: int = N_SAMPLES) -> dict:
     """Run one configuration once in this (fresh) process and report its memory."""
     ctx = Context(device, n_samples)
-    run = runner(ctx, case)
-    if ctx.device.type == "cuda":
+    return peak_memory(runner(ctx, case), ctx.device)
+
+
+def peak_memory(run: Runner, device: torch.device) -> dict:
+    """Run ``run`` once and report its peak memory: on the CPU the process's peak
+    resident size and its increase over the size before the run; on a GPU
+    ``torch.cuda.max_memory_allocated`` above what was allocated before."""
+    if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -344,14 +362,19 @@ def memory_child(case: Case, device: str, n_samples: int = N_SAMPLES) -> dict:
 
 
 def memory(
-    keys: Iterable[str], device: str, n_samples: int, log: Log
+    keys: Iterable[str],
+    device: str,
+    n_samples: int,
+    log: Log,
+    command: Path = COMMAND,
 ) -> dict[str, dict]:
-    """:func:`memory_child` of each configuration, each in a fresh process."""
+    """Peak memory of each configuration, each in a fresh process: ``command
+    --memory-child <key>`` prints the JSON of :func:`peak_memory` last."""
     out = {}
     for k in keys:
         cmd = [
             sys.executable,
-            str(COMMAND),
+            str(command),
             "--memory-child",
             k,
             "--device",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import configurations, report, smoothgrad_bench
+from bench import configurations, family_bench, report, smoothgrad_bench
 from bench.configurations import (
     Captum,
     Floor,
@@ -441,6 +441,41 @@ def test_the_saved_results_render_as_the_appendix_shows_them(tmp_path):
         assert (tmp_path / name).read_text() == (results / name).read_text(), (
             name
         )
+
+
+@pytest.mark.skipif(
+    not (ROOT / "bench" / "results" / "cpu_family.json").exists(),
+    reason="no saved family results",
+)
+def test_the_saved_family_results_render_as_the_appendix_shows_them(
+    tmp_path, capsys
+):
+    results = ROOT / "bench" / "results"
+    shutil.copy(results / "cpu_family.json", tmp_path / "cpu_family.json")
+    argv = ["--render-only", "--device", "cpu", "--out", str(tmp_path)]
+    assert family_bench.main(argv) == 0
+    for name in ("cpu_family.md", "cpu_converged.md"):
+        assert (tmp_path / name).read_text() == (results / name).read_text(), (
+            name
+        )
+    assert "Captum IntegratedGradients" in capsys.readouterr().out
+
+
+def test_family_configurations_describe_themselves():
+    assert family_bench.describe("ig:None") == (
+        "Captum IntegratedGradients",
+        "internal_batch_size None (all 50 at once)",
+    )
+    assert family_bench.describe("ig:auto")[1].startswith("precision auto")
+    assert family_bench.describe("sgig:2x10")[1] == (
+        "nt_samples_batch_size 2, internal_batch_size 10"
+    )
+    assert family_bench.describe("single:gradsal-gb:7") == (
+        "gradsal.guided_backprop",
+        "7 photos, one batch",
+    )
+    with pytest.raises(ValueError, match="unknown configuration"):
+        family_bench.describe("nope:1")
 
 
 # ---------------------------------------------------------------------------

@@ -378,6 +378,66 @@ def test_guided_backprop_leaves_no_trace_even_when_the_forward_fails(x_img):
     )
 
 
+class InPlaceNet(ReLUNet):
+    """ReLUNet with its units in place, or with a unit's output changed in place afterwards."""
+
+    def __init__(self, act: type[nn.Module], edit_after: bool = False) -> None:
+        super().__init__(act)
+        self.act = act(inplace=not edit_after)
+        self.edit_after = edit_after
+
+    def forward(self, x):
+        h = self.act(self.conv(x) * 3)
+        if (
+            self.edit_after
+        ):  # plain autograd allows it: hardtanh keeps its input
+            h.mul_(1.0)
+        return self.fc2(F.relu(self.fc1(h.flatten(1)), inplace=True))
+
+
+@pytest.mark.parametrize("act, upper", [(nn.ReLU, None), (nn.ReLU6, 6.0)])
+def test_guided_backprop_with_units_in_place_is_the_same_rule(
+    x_img, act, upper
+):
+    twin = ReLUNet(act).eval()
+    expected = _manual_guided(twin, x_img, 1, upper)
+    model = InPlaceNet(act).eval()
+    model.load_state_dict(twin.state_dict())
+    torch.testing.assert_close(
+        gradsal.guided_backprop(model, x_img, 1),
+        expected,
+        atol=1e-6,
+        rtol=1e-5,
+    )
+    # what plain autograd accepts, the guided rule accepts: a ReLU6 output edited in place
+    edited = InPlaceNet(nn.ReLU6, edit_after=True).eval()
+    edited.load_state_dict(ReLUNet(nn.ReLU6).state_dict())
+    torch.testing.assert_close(
+        gradsal.guided_backprop(edited, x_img, 1),
+        _manual_guided(ReLUNet(nn.ReLU6).eval(), x_img, 1, 6.0),
+        atol=1e-6,
+        rtol=1e-5,
+    )
+
+
+def test_smoothgrad_of_guided_backprop_takes_the_fast_path(tiny_cnn, x_img):
+    from gradsal.engine import fold_for_gradients
+    from gradsal.methods import method_spec
+
+    assert fold_for_gradients(tiny_cnn) is not None  # batch norm folded
+    spec = method_spec(gradsal.guided_backprop, gradsal.vanilla_gradient)
+    assert spec.fast_path
+    kw = dict(method=gradsal.guided_backprop, n_samples=6, generator=1)
+    fast = gradsal.smoothgrad(tiny_cnn, x_img, 0, **kw)
+    plain = gradsal.smoothgrad(tiny_cnn, x_img, 0, precision="float32", **kw)
+    scale = float(plain.abs().max())
+    assert scale > 1e-4
+    torch.testing.assert_close(fast, plain, atol=1e-5 * scale, rtol=1e-4)
+    # and it is the guided map, not the plain gradient's
+    vanilla = gradsal.smoothgrad(tiny_cnn, x_img, 0, n_samples=6, generator=1)
+    assert float((fast - vanilla).abs().max()) > 0.1 * scale
+
+
 def test_smoothgrad_of_guided_backprop_on_two_workers_matches_one(x_img):
     model = ReLUNet(nn.ReLU6).eval()
     kw = dict(
@@ -491,6 +551,44 @@ def test_grad_cam_agrees_with_pytorch_grad_cam_up_to_its_normalisation(x_img):
     assert theirs.shape == ours.shape and abs(theirs.max() - 1) < 1e-5
     # the two bilinear resizes (OpenCV's, torch's) round differently: 5e-4 of the peak here
     assert np.abs(scaled - theirs).max() < 2e-3
+
+
+def test_grad_cam_records_the_graph_from_its_layer_on():
+    model = CamNet().eval()
+    x = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(5))
+    seen = []
+    handle = model.conv1.register_forward_hook(
+        lambda _m, _i, out: seen.append(out.requires_grad)
+    )
+    try:
+        gradsal.grad_cam(model, x, 1)
+    finally:
+        handle.remove()
+    assert seen == [False]  # the layers before conv2 ran without recording
+
+    # an in-place unit after the layer overwrites its feature map, as it would
+    # without gradsal: Grad-CAM then sees that unit's output
+    class InPlace(CamNet):
+        def __init__(self):
+            super().__init__()
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            a = self.act(self.conv2(F.relu(self.conv1(x))))
+            return self.fc(a.mean(dim=(2, 3)))
+
+    class Twin(InPlace):
+        def __init__(self):
+            super().__init__()
+            self.act = nn.ReLU()
+
+    inplace, twin = InPlace().eval(), Twin().eval()
+    torch.testing.assert_close(
+        gradsal.grad_cam(inplace, x, 1),
+        gradsal.grad_cam(twin, x, 1, layer="act"),
+        atol=1e-7,
+        rtol=1e-5,
+    )
 
 
 def test_grad_cam_bad_layers_and_models(x_img, linear_model):
