@@ -179,8 +179,10 @@ def _integrated_gradients(
         raise ValueError(
             "return_delta is not available through smoothgrad(method=...), which averages attributions"
         )
-    with torch.no_grad():
-        targets = resolve_targets(target, forward(model, xb))
+    targets = target_tensor(target, xb.shape[0])
+    if targets is None:  # given targets are checked by the path points' passes
+        with torch.no_grad():
+            targets = resolve_targets(None, forward(model, xb))
     base = _baseline_batch(baseline, xb)
     return _integrate(
         Engine(model),
