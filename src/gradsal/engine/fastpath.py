@@ -115,14 +115,12 @@ class _ConvInputGradient(torch.autograd.Function):
         if y is not None:
             grad = torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
         if conv.pointwise:
+            # One matrix product over pixels: a view of a channels-last gradient,
+            # one copy of any other (cheaper than a batched product on strided data).
             n, c, h, w = grad.shape
-            w2d = weight.reshape(c, -1)
-            if grad.is_contiguous(memory_format=torch.channels_last):
-                rows = grad.permute(0, 2, 3, 1).reshape(-1, c)
-                gx = torch.mm(rows, w2d).view(n, h, w, -1).permute(0, 3, 1, 2)
-            else:
-                gx = torch.matmul(w2d.t(), grad.reshape(n, c, -1))
-                gx = gx.view(n, -1, h, w)
+            rows = grad.permute(0, 2, 3, 1).reshape(-1, c)
+            gx = torch.mm(rows, weight.reshape(c, -1))
+            gx = gx.view(n, h, w, -1).permute(0, 3, 1, 2)
         else:
             gx = torch.ops.aten.convolution_backward(
                 grad,
