@@ -10,6 +10,7 @@ Read it in this order:
 * :mod:`bench.report`: medians, ratios and ranges, and the markdown tables written
   from the saved JSON (also by ``--render-only``);
 * ``smoothgrad_bench.py``: the command line that chains them;
-  ``alternatives.py`` (bfloat16, ``torch.compile``) and ``chapter_times.py`` (book
-  build times) are scripts of their own.
+  ``alternatives.py`` (bfloat16, ``torch.compile``), ``gradient_pass.py`` (the parts
+  of the rewritten gradient pass) and ``chapter_times.py`` (book build times) are
+  scripts of their own.
 """

@@ -42,7 +42,7 @@ GRAPHS = MappingProxyType(
     {
         "plain": "model as given",
         "cl": "model as given, channels-last",
-        "foldednchw": "BN and pads folded, default layout",
+        "foldednchw": "BN, pads and ReLU6 folded, default layout",
         "folded": "gradsal's rewritten graph",
     }
 )

@@ -19,8 +19,9 @@ The device is chosen automatically (CUDA if available); the tables go to
 ``<out>/<device>.md``, ``<out>/<device>_sweep.md``, ``<out>/<device>_ablation.md``
 (CPU), ``<out>/<device>_profile.md`` and ``<out>/<device>.json``; then
 ``bench/alternatives.py`` writes ``<out>/<device>_alternatives.md`` (bfloat16
-autocast, ``torch.compile``). ``--render-only`` writes the tables again from the
-saved JSON.
+autocast, ``torch.compile``) and, on the CPU, ``bench/gradient_pass.py`` writes
+``<out>/cpu_gradient_pass.md`` (the parts of the rewritten gradient pass, one at a
+time). ``--render-only`` writes the tables again from the saved JSON.
 
 The pieces, in ``bench/``: ``configurations.py`` (what is timed, the options),
 ``timing.py`` (the runs, rounds, memory, profile), ``report.py`` (summary and tables).
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.run_alternatives:
         # What was tried and left out, in a fresh process (torch.compile changes global state).
         script = Path(__file__).with_name("alternatives.py")
-        return subprocess.call(
+        rc = subprocess.call(
             [
                 sys.executable,
                 str(script),
@@ -150,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                 "--device",
                 settings.device,
             ]
+        )
+        if rc or settings.device != "cpu":
+            return rc
+        # The parts of the rewritten gradient pass, one at a time (CPU only).
+        script = Path(__file__).with_name("gradient_pass.py")
+        return subprocess.call(
+            [sys.executable, str(script), "--out", str(settings.out)]
         )
     return 0
 

@@ -65,7 +65,7 @@ class PadConvBN(nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.clamp(
             self.bn2(self.conv2(x)), 0, 6
-        )  # asymmetric padding: left as is
+        )  # asymmetric padding: grown into the kernel
         return self.fc(x.mean((2, 3)))
 
 
@@ -90,17 +90,22 @@ def test_folded_graph_computes_the_same_logits_and_gradients(
             )
 
 
-def test_only_symmetric_paddings_and_following_batch_norms_are_folded():
+def test_paddings_and_following_batch_norms_are_folded():
     folded = fastpath.fold_for_gradients(PadConvBN().eval())
     assert (folded.folded_bn, folded.folded_pad, len(folded.convs)) == (
         2,
-        1,
+        2,
         2,
     )
     kinds = [
         n.target for n in folded.gm.graph.nodes if n.op == "call_function"
     ]
-    assert F.pad in kinds  # the asymmetric one stays
+    assert F.pad not in kinds  # the asymmetric one grew the kernel instead
+    assert [c.grow for c in folded.convs] == [(0, 0, 0, 0), (1, 0, 1, 0)]
+    kept = fastpath.trace_and_fold(PadConvBN().eval(), asymmetric_pads=False)
+    assert kept.folded_pad == 1 and F.pad in [
+        n.target for n in kept.gm.graph.nodes if n.op == "call_function"
+    ]
 
 
 def test_models_that_cannot_be_rewritten_are_left_alone(

@@ -1,6 +1,6 @@
 """SmoothGrad's fast path gives the same maps as float32 on the book's photos.
 
-``precision="auto"`` (the default: rewritten graph with batch norms and paddings
+``precision="auto"`` (the default: rewritten graph with batch norms, paddings and ReLU6s
 folded into the convolutions, channels-last layout, worker threads) must rank
 pixels like the plain float32 run of the model as given: Spearman rho >= 0.99 on
 every bundled photo. Small N keeps this fast; the same seed gives the same noise

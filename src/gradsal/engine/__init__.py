@@ -7,9 +7,11 @@ folded graph that makes each pass cheaper. Neither knows any method or noise.
 
 from .fastpath import (
     FoldedGraph,
+    GradConv,
     fold_for_gradients,
     has_conv2d,
     native_bfloat16,
+    trace_and_fold,
 )
 from .runner import (
     DEFAULT_BATCH_SIZE,
@@ -27,10 +29,12 @@ __all__ = [
     "PRECISIONS",
     "Engine",
     "FoldedGraph",
+    "GradConv",
     "check_precision",
     "chunk_sizes",
     "fold_for_gradients",
     "has_conv2d",
     "native_bfloat16",
     "open_engine",
+    "trace_and_fold",
 ]

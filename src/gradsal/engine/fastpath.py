@@ -9,8 +9,11 @@ on performance ("Making SmoothGrad fast") measures each piece.
 * :func:`fold_for_gradients` rewrites a convolutional network into an equivalent
   graph for gradients taken in eval mode: every batch norm that follows a
   convolution is folded into that convolution's weights and bias, and every
-  symmetric zero padding in front of a convolution becomes the convolution's own
-  padding. The rewritten graph computes the same function (up to float rounding)
+  zero padding in front of a convolution becomes the convolution's own padding
+  (an asymmetric one by growing the kernel with zero rows and columns), and every
+  ReLU6 that follows a convolution is fused into it (:class:`GradConv`: oneDNN's
+  convolution with bias and clamp in the forward, an input-only gradient in the
+  backward). The rewritten graph computes the same function (up to float rounding)
   with fewer passes over memory, forward and backward. The model itself is never
   modified: the new convolutions are private copies whose weights are recomputed
   from the model's live parameters on every call, so later edits to the model
@@ -31,9 +34,11 @@ from torch import fx, nn
 
 __all__ = [
     "FoldedGraph",
+    "GradConv",
     "fold_for_gradients",
     "has_conv2d",
     "native_bfloat16",
+    "trace_and_fold",
 ]
 
 # torch.conv2d and torch.nn.functional.conv2d are the same builtin; list both anyway.
@@ -54,6 +59,119 @@ _CONV2D_DEFAULTS = {
     "dilation": 1,
     "groups": 1,
 }
+
+
+def _onednn_pointwise():
+    """oneDNN's fused convolution + bias + activation operator, or None where absent."""
+    try:
+        op = torch.ops.mkldnn._convolution_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+    return op if torch.backends.mkldnn.is_available() else None
+
+
+_POINTWISE = _onednn_pointwise()
+
+
+class _ConvInputGradient(torch.autograd.Function):
+    """Convolution (+ ReLU6) whose backward computes the input gradient only.
+
+    Forward: oneDNN's convolution with bias and clamp in one pass. Backward: the
+    ReLU6 mask from the saved output (0 < y < 6 exactly where 0 < z < 6), then
+    the input gradient of the convolution, as a matrix product for a 1 x 1
+    convolution (which then saves no input at all). Weights get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv: GradConv):
+        attr, scalars = (
+            ("hardtanh", [0.0, 6.0]) if conv.relu6 else ("none", [])
+        )
+        y = _POINTWISE(
+            x,
+            weight,
+            bias,
+            conv.padding,
+            conv.stride,
+            conv.dilation,
+            conv.groups,
+            attr,
+            scalars,
+            "",
+        )
+        ctx.conv = conv
+        ctx.save_for_backward(
+            None if conv.pointwise else x, weight, y if conv.relu6 else None
+        )
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight, y = ctx.saved_tensors
+        conv = ctx.conv
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        if y is not None:
+            grad = torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
+        if conv.pointwise:
+            # One matrix product over pixels: a view of a channels-last gradient,
+            # one copy of any other (cheaper than a batched product on strided data).
+            n, c, h, w = grad.shape
+            rows = grad.permute(0, 2, 3, 1).reshape(-1, c)
+            gx = torch.mm(rows, weight.reshape(c, -1))
+            gx = gx.view(n, h, w, -1).permute(0, 3, 1, 2)
+        else:
+            gx = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                None,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                False,
+                [0, 0],
+                conv.groups,
+                [True, False, False],
+            )[0]
+        return gx, None, None, None
+
+
+class GradConv(nn.Conv2d):
+    """A folded convolution of the rewritten graph, with the ReLU6 after it fused in
+    when ``relu6`` (appendix on performance, "What paid off").
+
+    On the CPU in float32 it runs :class:`_ConvInputGradient`; elsewhere (another
+    device, autocast, or ``input_only=False``) it runs ``F.conv2d`` and
+    ``F.hardtanh`` as the model did. Its weights never require gradients.
+    """
+
+    def __init__(
+        self, *args, relu6: bool = False, input_only: bool = True, **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu6 = relu6
+        self.input_only = input_only
+        self.pointwise = (
+            self.kernel_size == (1, 1)
+            and self.stride == (1, 1)
+            and self.padding == (0, 0)
+            and self.groups == 1
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.input_only
+            and _POINTWISE is not None
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        ):
+            return _ConvInputGradient.apply(x, self.weight, self.bias, self)
+        y = self._conv_forward(x, self.weight, self.bias)
+        return F.hardtanh(y, 0.0, 6.0) if self.relu6 else y
 
 
 def native_bfloat16() -> bool:
@@ -114,6 +232,9 @@ class _Conv:
     weight: torch.Tensor
     bias: torch.Tensor | None
     bn: nn.BatchNorm2d | None
+    # Zero columns and rows added to the kernel (left, right, top, bottom): they turn
+    # an asymmetric zero padding into a symmetric one (see _fold_padding).
+    grow: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 def _conv_of(node: fx.Node, gm: fx.GraphModule):
@@ -213,6 +334,53 @@ def _zero_pad_of(node: fx.Node, gm: fx.GraphModule):
     return None
 
 
+def _is_relu6(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """Whether ``node`` applies ReLU6 (clamp to [0, 6]) to its one tensor input."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        return (
+            isinstance(mod, nn.Hardtanh)
+            and (mod.min_val, mod.max_val) == (0.0, 6.0)
+            and len(node.args) == 1
+            and not node.kwargs
+        )
+    if node.op != "call_function" or not node.args:
+        return False
+    rest, kw = node.args[1:], dict(node.kwargs)
+    if node.target is F.relu6:
+        return not rest and set(kw) <= {"inplace"}
+    if node.target is F.hardtanh:
+        bounds = dict(zip(("min_val", "max_val", "inplace"), rest), **kw)
+        return (bounds.get("min_val", -1.0), bounds.get("max_val", 1.0)) == (
+            0.0,
+            6.0,
+        )
+    return False
+
+
+def _fold_padding(pad, padding, dilation):
+    """The convolution's symmetric padding and its kernel's growth ``(left, right,
+    top, bottom)`` that replace a zero padding ``pad`` in front of it, or None.
+
+    A side padded by ``d`` more than the other becomes symmetric padding of the
+    larger amount with ``d`` zero rows (columns) added to the kernel on the side
+    opposite the extra padding: every output sees the same inputs with the same
+    weights, and there are as many outputs.
+    """
+    left, right, top, bottom = pad
+    if min(pad) < 0:
+        return None
+    if (left != right or top != bottom) and tuple(dilation) != (1, 1):
+        return None
+    grow = (
+        max(right - left, 0),
+        max(left - right, 0),
+        max(bottom - top, 0),
+        max(top - bottom, 0),
+    )
+    return (padding[0] + max(top, bottom), padding[1] + max(left, right)), grow
+
+
 def _batch_norm_of(node: fx.Node, gm: fx.GraphModule) -> nn.BatchNorm2d | None:
     if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
         return None
@@ -227,7 +395,7 @@ def _batch_norm_of(node: fx.Node, gm: fx.GraphModule) -> nn.BatchNorm2d | None:
 
 
 class FoldedGraph:
-    """A traced copy of a model with batch norms and paddings folded into convolutions.
+    """A traced copy of a model with batch norms, paddings and ReLU6s folded into convolutions.
 
     Call :meth:`module` to get the rewritten ``nn.Module`` with weights computed
     from the model's current parameters. Valid only in eval mode (batch norm with
@@ -240,11 +408,13 @@ class FoldedGraph:
         convs: list[_Conv],
         folded_bn: int,
         folded_pad: int,
+        fused_relu6: int = 0,
     ) -> None:
         self.gm = gm
         self.convs = convs
         self.folded_bn = folded_bn
         self.folded_pad = folded_pad
+        self.fused_relu6 = fused_relu6
         self.lock = threading.Lock()
         # Inputs (shape, dtype, device) on which the rewrite matched the model; a
         # fold is exact for any weights, so only a new kind of input is checked again.
@@ -272,6 +442,8 @@ class FoldedGraph:
                     shift = shift + bn.bias.detach()
                 w = w * scale.to(w.dtype).view(-1, 1, 1, 1)
                 b = shift.to(w.dtype)
+            if any(c.grow):
+                w = F.pad(w, c.grow)
             mod = self.gm.get_submodule(c.name)
             mod.weight = nn.Parameter(
                 w.contiguous(memory_format=fmt), requires_grad=False
@@ -324,7 +496,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fold_for_gradients(model: nn.Module) -> FoldedGraph | None:
-    """Trace ``model`` and fold batch norms and symmetric zero paddings into its convolutions.
+    """Trace ``model`` and fold batch norms, zero paddings and ReLU6s into its convolutions.
 
     Returns None when nothing can be gained or nothing is safe to do: no 2-D
     convolution, a hook registered on some module (hooks on folded layers would
@@ -349,7 +521,7 @@ def fold_for_gradients(model: nn.Module) -> FoldedGraph | None:
     if cached is not None and cached[0] == sig:
         return cached[1]
     try:
-        folded = _trace_and_fold(model)
+        folded = trace_and_fold(model)
     except (
         Exception
     ):  # untraceable forward: the caller uses the model as it is
@@ -361,11 +533,22 @@ def fold_for_gradients(model: nn.Module) -> FoldedGraph | None:
     return folded
 
 
-def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
+def trace_and_fold(
+    model: nn.Module,
+    *,
+    asymmetric_pads: bool = True,
+    relu6: bool = True,
+    input_only: bool = True,
+) -> FoldedGraph | None:
+    """The rewrite behind :func:`fold_for_gradients`, uncached; it raises where
+    ``torch.fx`` cannot trace ``model``. The keywords switch its parts off one by
+    one, for the benchmark's ablation (appendix on performance): asymmetric zero
+    paddings grown into the kernel, ReLU6 fused into the convolution before it,
+    and :class:`GradConv`'s input-only pass."""
     gm = fx.symbolic_trace(model)
     graph = gm.graph
     convs: list[_Conv] = []
-    folded_bn = folded_pad = 0
+    folded_bn = folded_pad = fused_relu6 = 0
     for node in list(graph.nodes):
         spec = _conv_of(node, gm)
         if spec is None:
@@ -373,13 +556,19 @@ def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
         inp, weight, bias, stride, padding, dilation, groups = spec
         if weight.ndim != 4:
             continue
-        pad_node = None
+        pad_node, grow = None, (0, 0, 0, 0)
         pad = _zero_pad_of(inp, gm)
         if pad is not None and len(inp.users) == 1:
             left, right, top, bottom = pad[1]
-            if left == right and top == bottom and min(left, top) >= 0:
+            symmetric = left == right and top == bottom
+            fold = (
+                _fold_padding(pad[1], padding, dilation)
+                if symmetric or asymmetric_pads
+                else None
+            )
+            if fold is not None:
                 pad_node, inp = inp, pad[0]
-                padding = (padding[0] + top, padding[1] + left)
+                padding, grow = fold
                 folded_pad += 1
         bn_node, bn_mod = None, None
         users = list(node.users)
@@ -387,11 +576,19 @@ def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
             bn = _batch_norm_of(users[0], gm)
             if bn is not None and bn.num_features == weight.shape[0]:
                 bn_node, bn_mod = users[0], bn
+        last = bn_node if bn_node is not None else node
+        act_node = None
+        if (
+            relu6
+            and len(last.users) == 1
+            and _is_relu6(next(iter(last.users)), gm)
+        ):
+            act_node = next(iter(last.users))
         out_channels, in_per_group, kh, kw = weight.shape
-        conv = nn.Conv2d(
+        conv = GradConv(
             in_per_group * groups,
             out_channels,
-            (kh, kw),
+            (kh + grow[2] + grow[3], kw + grow[0] + grow[1]),
             stride,
             padding,
             dilation,
@@ -399,6 +596,8 @@ def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
             bias=bias is not None or bn_node is not None,
             device=weight.device,
             dtype=weight.dtype,
+            relu6=act_node is not None,
+            input_only=input_only,
         )
         conv.eval()
         conv.requires_grad_(False)
@@ -406,15 +605,17 @@ def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
         gm.add_submodule(name, conv)
         with graph.inserting_before(node):
             new = graph.call_module(name, (inp,))
-        last = bn_node if bn_node is not None else node
-        last.replace_all_uses_with(new)
+        (act_node or last).replace_all_uses_with(new)
+        if act_node is not None:
+            graph.erase_node(act_node)
+            fused_relu6 += 1
         if bn_node is not None:
             graph.erase_node(bn_node)
             folded_bn += 1
         graph.erase_node(node)
         if pad_node is not None:
             graph.erase_node(pad_node)
-        convs.append(_Conv(name, weight, bias, bn_mod))
+        convs.append(_Conv(name, weight, bias, bn_mod, grow))
     if not convs:
         return None
     graph.eliminate_dead_code()
@@ -425,4 +626,4 @@ def _trace_and_fold(model: nn.Module) -> FoldedGraph | None:
     # inside frozen(model), which puts those shared modules in eval mode for the
     # duration of a run only.
     gm.training = False
-    return FoldedGraph(gm, convs, folded_bn, folded_pad)
+    return FoldedGraph(gm, convs, folded_bn, folded_pad, fused_relu6)

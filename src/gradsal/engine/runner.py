@@ -50,9 +50,9 @@ __all__ = [
 # Items (noisy copies, path points) per forward/backward pass when batch_size=None.
 # Measured on two CPU cores with EfficientNet-Lite0 at 224 x 224
 # (bench/smoothgrad_bench.py, appendix on performance): the time per copy hardly
-# changes from 2 to 5 copies per pass, while memory grows with the batch; with two
+# changes from 3 to 8 copies per pass, while memory grows with the batch; with two
 # workers, batches of 3 keep the peak resident memory of the whole process under
-# 1.2 GB (1,059-1,081 MB measured).
+# 1.2 GB (884 and 901 MB measured in two runs with the fused gradient pass).
 DEFAULT_BATCH_SIZE = 3
 
 # How the passes run (see open_engine).
