@@ -36,6 +36,7 @@ from ..core import (
     frozen,
     logit_gradient,
     resolve_targets,
+    target_tensor,
 )
 from ..engine import DEFAULT_BATCH_SIZE, Engine, check_precision, open_engine
 from .base import attribution_method
