@@ -141,3 +141,27 @@ def test_efficientnet_lite0_gradients_match_the_unfused_graph(lite0):
         g, ref, atol=1e-3 * float(ref.abs().max()), rtol=1e-3
     )
     assert float((g - ref).norm() / ref.norm()) < 1e-2
+
+
+def test_guided_backprop_on_the_fused_graph_still_applies_the_rule(block):
+    """The fused layers call ReLU6 as a function while Guided Backprop's mode
+    watches, so the guided rule acts on the engine's graph as on the model."""
+    x = torch.rand(5, 3, 17, 17, generator=torch.Generator().manual_seed(4))
+    as_given = gradsal.guided_backprop(block, x, 1)
+    on_engine = gradsal.attribute(block, x, 1, method=gradsal.guided_backprop)
+    torch.testing.assert_close(on_engine, as_given, rtol=1e-4, atol=1e-6)
+    plain = gradsal.vanilla_gradient(block, x, 1)
+    assert (as_given - plain).abs().max() > 0.1 * plain.abs().max()
+
+
+def test_guided_backprop_on_efficientnet_lite0_runs_the_rule_on_the_engine(
+    lite0,
+):
+    x = gradsal.load_image("cat")
+    on_engine = gradsal.reduce_channels(
+        gradsal.attribute(lite0, x[None], method=gradsal.guided_backprop)[0]
+    )
+    as_given = gradsal.reduce_channels(gradsal.guided_backprop(lite0, x))
+    plain = gradsal.reduce_channels(gradsal.vanilla_gradient(lite0, x))
+    assert gradsal.rank_correlation(on_engine, as_given) > 0.99
+    assert gradsal.rank_correlation(on_engine, plain) < 0.5

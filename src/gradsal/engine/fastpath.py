@@ -138,13 +138,20 @@ class _ConvInputGradient(torch.autograd.Function):
         return gx, None, None, None
 
 
+def _function_mode_active() -> bool:
+    """Whether a ``TorchFunctionMode`` watches this thread's calls (Guided Backprop's
+    rule does): then the ReLU6 must be called as a function for the mode to see it."""
+    probe = getattr(torch._C, "_is_torch_function_mode_enabled", None)
+    return True if probe is None else bool(probe())
+
+
 class GradConv(nn.Conv2d):
     """A folded convolution of the rewritten graph, with the ReLU6 after it fused in
     when ``relu6`` (appendix on performance, "What paid off").
 
     On the CPU in float32 it runs :class:`_ConvInputGradient`; elsewhere (another
-    device, autocast, or ``input_only=False``) it runs ``F.conv2d`` and
-    ``F.hardtanh`` as the model did. Its weights never require gradients.
+    device, autocast, a ``TorchFunctionMode`` such as Guided Backprop's, or
+    ``input_only=False``) it runs ``F.conv2d`` and ``F.hardtanh`` as the model did. Its weights never require gradients.
     """
 
     def __init__(
@@ -168,6 +175,7 @@ class GradConv(nn.Conv2d):
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")
+            and not _function_mode_active()
         ):
             return _ConvInputGradient.apply(x, self.weight, self.bias, self)
         y = self._conv_forward(x, self.weight, self.bias)
