@@ -91,3 +91,8 @@ def test_ranks_pixels_like_the_vanilla_gradient_on_the_photos(lite0):
             gradsal.reduce_channels(a), gradsal.reduce_channels(b)
         )
         assert rho > 0.999
+
+
+def test_a_model_that_is_not_a_module_is_refused(batch):
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        gradsal.attribute(lambda x: x, batch)

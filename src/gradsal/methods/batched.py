@@ -75,11 +75,7 @@ def attribute(
         or DEFAULT_BATCH_SIZE
     )
     check_precision(precision)
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"model must be a torch.nn.Module; got {type(model).__name__}"
-        )
-    with frozen(model):
+    with frozen(model):  # also checks that model is an nn.Module
         xb, added = as_batch(x, batched)
         xb = xb.detach().to(device_of(model, xb.device))
         # No forward pass to resolve the targets: each chunk's pass does it.
