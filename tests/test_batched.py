@@ -96,3 +96,26 @@ def test_ranks_pixels_like_the_vanilla_gradient_on_the_photos(lite0):
 def test_a_model_that_is_not_a_module_is_refused(batch):
     with pytest.raises(TypeError, match="torch.nn.Module"):
         gradsal.attribute(lambda x: x, batch)
+
+
+def _zeros(model, xb, targets):
+    return torch.zeros_like(xb)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, x: gradsal.attribute(m, x, 9, method=_zeros),
+        lambda m, x: gradsal.smoothgrad(
+            m, x[0], 9, method=_zeros, n_samples=2
+        ),
+    ],
+    ids=["attribute", "smoothgrad"],
+)
+def test_a_method_of_ones_own_gets_only_targets_in_range(
+    tiny_cnn, batch, call
+):
+    """gradsal kernels check targets against the logits; another callable is
+    handed them as given, so they are checked before it runs."""
+    with pytest.raises(ValueError, match="out of range"):
+        call(tiny_cnn, batch)

@@ -350,18 +350,21 @@ def prepare(
     x: torch.Tensor,
     target: Target,
     batched: bool | None = None,
+    *,
+    checked_later: bool = False,
 ) -> tuple[torch.Tensor, bool, torch.Tensor]:
     """``(batch on the model's device, whether a batch axis was added, (B,) targets)``.
 
-    Given targets are checked here for type and count (:func:`target_tensor`)
-    and against the number of classes by the kernels' own forward passes; only
-    ``target=None`` costs a forward pass without gradients here, for the
-    predicted classes. Call inside :func:`frozen`.
+    ``target=None`` (the predicted classes) costs a forward pass without
+    gradients, as does checking given targets against the number of classes,
+    unless ``checked_later`` says that the passes to come check them (every
+    gradsal kernel does, through :func:`resolve_targets`); their type and count
+    are checked here in any case. Call inside :func:`frozen`.
     """
     xb, added = as_batch(x, batched)
     xb = xb.detach().to(device_of(model, xb.device))
     targets = target_tensor(target, xb.shape[0])
-    if targets is None:
+    if targets is None or not checked_later:
         with torch.no_grad():
-            targets = resolve_targets(None, forward(model, xb))
+            targets = resolve_targets(target, forward(model, xb))
     return xb, added, targets.to(xb.device)

@@ -84,6 +84,9 @@ class MethodSpec:
     options: dict[str, Any] = field(default_factory=dict)
     fast_path: bool = False
     name: str = "method"
+    # gradsal kernels check their targets against the logits (resolve_targets);
+    # another callable is handed them as given, so they are checked before.
+    resolves_targets: bool = False
 
 
 def method_spec(method: Callable | None, default: Callable) -> MethodSpec:
@@ -123,6 +126,7 @@ def method_spec(method: Callable | None, default: Callable) -> MethodSpec:
         options=options,
         fast_path=bool(getattr(inner, "fast_path", False)),
         name=name,
+        resolves_targets=True,
     )
 
 

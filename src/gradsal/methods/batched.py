@@ -23,6 +23,7 @@ from ..core import (
     check_positive_int,
     device_of,
     frozen,
+    prepare,
     target_tensor,
 )
 from ..engine import DEFAULT_BATCH_SIZE, Engine, check_precision, open_engine
@@ -76,10 +77,14 @@ def attribute(
     )
     check_precision(precision)
     with frozen(model):  # also checks that model is an nn.Module
-        xb, added = as_batch(x, batched)
-        xb = xb.detach().to(device_of(model, xb.device))
-        # No forward pass to resolve the targets: each chunk's pass does it.
-        targets = target_tensor(target, xb.shape[0])
+        if (
+            spec.resolves_targets
+        ):  # each chunk's own pass resolves and checks them
+            xb, added = as_batch(x, batched)
+            xb = xb.detach().to(device_of(model, xb.device))
+            targets = target_tensor(target, xb.shape[0])
+        else:
+            xb, added, targets = prepare(model, x, target, batched)
         parts: list[torch.Tensor] = []
         with open_engine(
             model,

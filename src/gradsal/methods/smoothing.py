@@ -167,7 +167,9 @@ def _noisy_run(
     bar = None
     with contextlib.ExitStack() as stack:
         stack.enter_context(frozen(model))
-        xb, added, targets = prepare(model, x, target, batched)
+        xb, added, targets = prepare(
+            model, x, target, batched, checked_later=spec.resolves_targets
+        )
         engine = stack.enter_context(
             open_engine(
                 model,
