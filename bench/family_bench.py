@@ -36,7 +36,6 @@ import argparse
 import functools
 import json
 import math
-import statistics
 import sys
 import time
 import warnings
@@ -51,6 +50,7 @@ import torch
 import gradsal
 from bench import timing
 from bench.configurations import NOISE_LEVEL, PHOTO, SEED, Floor
+from bench.report import med, memory_cell
 from gradsal.engine import DEFAULT_BATCH_SIZE
 from gradsal.maps import rank_correlation
 from gradsal.methods import default_cam_layer, noise_sigma
@@ -303,7 +303,7 @@ def measure_ig(s: Setting, log, rounds: int, memory: bool) -> dict:
     times = timing.interleaved(
         {k: runner(s, k) for k in keys}, rounds, log, sync=s.sync
     )
-    best = min(captum, key=lambda k: statistics.median(times[k]["wall_s"]))
+    best = min(captum, key=lambda k: _med(times, k))
     mem = {}
     if memory:
         mem = timing.memory(
@@ -327,7 +327,7 @@ def measure_sgig(s: Setting, log, rounds: int) -> dict:
     times = timing.interleaved(
         {k: runner(s, k) for k in keys}, rounds, log, sync=s.sync
     )
-    best = min(keys[1:], key=lambda k: statistics.median(times[k]["wall_s"]))
+    best = min(keys[1:], key=lambda k: _med(times, k))
     return {"keys": keys, "times": times, "best_captum": best}
 
 
@@ -345,7 +345,7 @@ def measure_converged(s: Setting, log, rounds: int) -> dict:
     sweep = timing.interleaved(
         {k: runner(s, k) for k in keys}, rounds, log, sync=s.sync
     )
-    fastest = min(keys, key=lambda k: statistics.median(sweep[k]["wall_s"]))
+    fastest = min(keys, key=lambda k: _med(sweep, k))
     batch = int(fastest.split(":")[-1])
     keys = []
     for photo in CONVERGED_PHOTOS:
@@ -380,7 +380,7 @@ def measure_converged(s: Setting, log, rounds: int) -> dict:
 
 
 def _med(times: Mapping, key: str) -> float:
-    return statistics.median(times[key]["wall_s"])
+    return med(times[key]["wall_s"])
 
 
 def _header(env: Mapping, what: str) -> str:
@@ -420,34 +420,36 @@ def single_table(d: Mapping) -> str:
     )
 
 
-def _memory_cell(mem: Mapping, key: str) -> str:
-    m = mem.get(key)
-    if not m:
-        return ""
-    extra = f" (+{m['increase_mb']:.0f})" if "increase_mb" in m else ""
-    return f"{m['peak_mb']:.0f}{extra}"
-
-
-def ig_table(d: Mapping) -> str:
-    t, mem = d["times"], d.get("memory", {})
-    rounds = len(t["ig:auto"]["wall_s"])
-    ref = _med(t, "ig:auto")
+def _timing_rows(d: Mapping, ref: float, memory: Mapping | None = None) -> str:
+    """The rows of a table of wall times: method, setting, median, range, time over
+    ``ref``, and peak memory where ``memory`` is given; Captum's best setting marked."""
+    mem_head = " peak RSS (MB) |" if memory is not None else ""
     lines = [
-        "| method | setting | median (s) | range (s) | time / gradsal | peak RSS (MB) |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| method | setting | median (s) | range (s) | time / gradsal |{mem_head}",
+        "|---|---|---:|---:|---:|" + ("---:|" if memory is not None else ""),
     ]
     for k in d["keys"]:
         name, setting = describe(k)
         if k == d["best_captum"]:
             setting += " (best)"
-        v = t[k]["wall_s"]
-        lines.append(
-            f"| {name} | {setting} | {_med(t, k):.2f} | {min(v):.2f}-{max(v):.2f} "
-            f"| {_med(t, k) / ref:.2f} | {_memory_cell(mem, k)} |"
+        v = d["times"][k]["wall_s"]
+        row = (
+            f"| {name} | {setting} | {med(v):.2f} | {min(v):.2f}-{max(v):.2f} "
+            f"| {med(v) / ref:.2f} |"
         )
+        if memory is not None:
+            row += f" {memory_cell(memory.get(k))} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def ig_table(d: Mapping) -> str:
+    t = d["times"]
+    rounds = len(t["ig:auto"]["wall_s"])
+    ref = _med(t, "ig:auto")
     best = d["best_captum"]
     return (
-        "\n".join(lines)
+        _timing_rows(d, ref, d.get("memory", {}))
         + f"\n\nIntegrated Gradients of the cat, n_steps = {IG_STEPS}, Gauss-Legendre nodes, black "
         f"baseline; medians of {rounds} interleaved rounds. Peak RSS as in the SmoothGrad table, "
         "in a fresh process. Floor: forward pass and input gradient only of 50 inputs made "
@@ -481,21 +483,9 @@ def sgig_table(d: Mapping) -> str:
     t = d["times"]
     rounds = len(t["sgig:gradsal"]["wall_s"])
     ref = _med(t, "sgig:gradsal")
-    lines = [
-        "| method | setting | median (s) | range (s) | time / gradsal |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for k in d["keys"]:
-        name, setting = describe(k)
-        if k == d["best_captum"]:
-            setting += " (best)"
-        v = t[k]["wall_s"]
-        lines.append(
-            f"| {name} | {setting} | {_med(t, k):.2f} | {min(v):.2f}-{max(v):.2f} | {_med(t, k) / ref:.2f} |"
-        )
     passes = SGIG_COPIES * SGIG_STEPS
     return (
-        "\n".join(lines)
+        _timing_rows(d, ref)
         + f"\n\nSmoothGrad of Integrated Gradients on the cat: {SGIG_COPIES} noisy copies (noise level "
         f"{NOISE_LEVEL}) of {SGIG_STEPS} Gauss-Legendre path points each, {passes} gradient passes for "
         f'both libraries, signed mean (Captum\'s `nt_type="smoothgrad"`); medians of {rounds} '

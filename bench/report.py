@@ -48,6 +48,15 @@ def med(v: Sequence[float]) -> float:
     return statistics.median(v)
 
 
+def memory_cell(m: Mapping | None, missing: str = "") -> str:
+    """A peak-memory cell: the peak in MB, its increase over the loaded model in
+    brackets; ``missing`` where the row was not measured."""
+    if not m:
+        return missing
+    extra = f" (+{m['increase_mb']:.0f})" if "increase_mb" in m else ""
+    return f"{m['peak_mb']:.0f}{extra}"
+
+
 def best_settings(sweep: Times) -> dict[str, str]:
     """The key of each method's best setting. The fastest round, not the median, picks
     it: with few sweep rounds a burst of load on a shared machine would otherwise decide."""
@@ -116,13 +125,10 @@ def main_table(
     ]
     for _, k in rows:
         v = final[k]["wall_s"]
-        m = mem.get(k, {})
-        peak = m.get("peak_mb", float("nan"))
-        extra = f" (+{m['increase_mb']:.0f})" if "increase_mb" in m else ""
         name, setting = parse_case(k).describe(n_samples)
         lines.append(
             f"| {name} | {setting} | {med(v):.2f} | {min(v):.2f}-{max(v):.2f} | {med(v) / ref:.2f} | "
-            f"{peak:.0f}{extra} |"
+            f"{memory_cell(mem.get(k), missing='nan')} |"
         )
     return "\n".join(lines)
 
