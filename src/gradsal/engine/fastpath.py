@@ -151,7 +151,8 @@ class GradConv(nn.Conv2d):
 
     On the CPU in float32 it runs :class:`_ConvInputGradient`; elsewhere (another
     device, autocast, a ``TorchFunctionMode`` such as Guided Backprop's, or
-    ``input_only=False``) it runs ``F.conv2d`` and ``F.hardtanh`` as the model did. Its weights never require gradients.
+    ``input_only=False``) it runs ``F.conv2d`` and ``F.hardtanh`` as the model
+    did. Its weights never require gradients.
     """
 
     def __init__(
