@@ -20,6 +20,48 @@ def test_bundled_photos(name):
     assert float(x.std()) > 0.05  # a photo, not a blank
 
 
+def _library_photo(name):
+    """The photo as its own package's loader returns it."""
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    loaders = {
+        "cat": data.chelsea,
+        "coffee": data.coffee,
+        "rocket": data.rocket,
+        "astronaut": data.astronaut,
+        "motorcycle": lambda: data.stereo_motorcycle()[0],
+        "china": lambda: load_sample_image("china.jpg"),
+        "flower": lambda: load_sample_image("flower.jpg"),
+    }
+    return loaders[name]()
+
+
+@pytest.mark.parametrize("name", gradsal.photo_names())
+def test_bundled_photos_are_the_packages_own_pixels(name):
+    # gradsal reads the files without importing the packages (seconds saved
+    # per chapter); the pixels must be those the packages' loaders return
+    ours = gradsal.PHOTOS[name][0]()
+    theirs = _library_photo(name)
+    assert ours.dtype == theirs.dtype == np.uint8
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_bundled_photos_import_neither_package():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gradsal\n"
+        "[gradsal.load_image(n) for n in gradsal.photo_names()]\n"
+        "print(sorted(m for m in ('sklearn', 'skimage') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def test_size_and_centre_crop_geometry():
     # A wide image whose left third is black, middle white and right third black:
     # the short side goes to 256/224 * size, and the centre crop keeps the middle.

@@ -8,6 +8,7 @@ through the same preprocessing as the model's training data: short side resized
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import warnings
@@ -22,44 +23,59 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ["PHOTOS", "load_image", "photo_names", "to_numpy_image"]
 
 
-def _skimage(name: str) -> Callable[[], np.ndarray]:
+def _package_file(package: str, *parts: str) -> Path:
+    """A data file that ships inside an installed package, found without
+    importing the package (importing scikit-learn alone takes about 2 s)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"the bundled photos need the package {package!r}; pip install it"
+        )
+    return Path(spec.submodule_search_locations[0], *parts)
+
+
+def _bundled(package: str, *parts: str) -> Callable[[], np.ndarray]:
+    """A loader of a photo file that ``package`` ships: (H, W, 3) uint8, the
+    pixels ``skimage.data`` and ``sklearn.datasets.load_sample_image`` return
+    (both decode with PIL; a test keeps them equal)."""
+
     def load() -> np.ndarray:
-        from skimage import data
-
-        img = getattr(data, name)()
-        # stereo_motorcycle returns (left, right, disparity); the left view is the photo.
-        return img[0] if isinstance(img, tuple) else img
-
-    return load
-
-
-def _sklearn(filename: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        from sklearn.datasets import load_sample_image
-
-        return load_sample_image(filename)
+        with Image.open(_package_file(package, *parts)) as img:
+            return np.asarray(img.convert("RGB"))
 
     return load
 
 
 # short name -> (loader, what the photo shows)
 PHOTOS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
-    "cat": (_skimage("chelsea"), "Chelsea the cat (scikit-image)"),
-    "coffee": (_skimage("coffee"), "a cup of coffee (scikit-image)"),
+    "cat": (
+        _bundled("skimage", "data", "chelsea.png"),
+        "Chelsea the cat (scikit-image)",
+    ),
+    "coffee": (
+        _bundled("skimage", "data", "coffee.png"),
+        "a cup of coffee (scikit-image)",
+    ),
     "rocket": (
-        _skimage("rocket"),
+        _bundled("skimage", "data", "rocket.jpg"),
         "a rocket on its launch pad (scikit-image)",
     ),
     "astronaut": (
-        _skimage("astronaut"),
+        _bundled("skimage", "data", "astronaut.png"),
         "astronaut Eileen Collins (scikit-image)",
     ),
     "motorcycle": (
-        _skimage("stereo_motorcycle"),
+        _bundled("skimage", "data", "motorcycle_left.png"),
         "a motorcycle, left stereo view (scikit-image)",
     ),
-    "china": (_sklearn("china.jpg"), "a Chinese temple (scikit-learn)"),
-    "flower": (_sklearn("flower.jpg"), "a flower (scikit-learn)"),
+    "china": (
+        _bundled("sklearn", "datasets", "images", "china.jpg"),
+        "a Chinese temple (scikit-learn)",
+    ),
+    "flower": (
+        _bundled("sklearn", "datasets", "images", "flower.jpg"),
+        "a flower (scikit-learn)",
+    ),
 }
 
 
