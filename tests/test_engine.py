@@ -396,3 +396,31 @@ def test_memory_is_bounded_by_the_batch_size_not_by_n(
     # moment after handing back the result). The bound does not grow with N.
     assert max(most_alive) <= MAX_CPU_WORKERS + 3
     assert most_alive[1] <= MAX_CPU_WORKERS + 3
+
+
+def test_reuse_freed_memory_is_applied_on_linux_glibc_only(monkeypatch):
+    import platform
+    import sys
+
+    from gradsal.engine import allocator
+
+    on_glibc = (
+        sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    )
+    assert allocator.reuse_freed_memory() is on_glibc
+    assert allocator.reuse_freed_memory() is on_glibc  # idempotent
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")
+    assert allocator.reuse_freed_memory() is False
+
+
+def test_no_gradsal_function_changes_the_allocator():
+    # a process-wide setting is the program's choice: only its own module names it
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "gradsal"
+    users = sorted(
+        p.relative_to(src).as_posix()
+        for p in src.rglob("*.py")
+        if "reuse_freed_memory" in p.read_text() or "mallopt" in p.read_text()
+    )
+    assert users == ["engine/__init__.py", "engine/allocator.py"]

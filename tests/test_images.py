@@ -57,7 +57,10 @@ def test_bundled_photos_import_neither_package():
         "print(sorted(m for m in ('sklearn', 'skimage') if m in sys.modules))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "[]"
 

@@ -572,3 +572,26 @@ def test_sample_pool_rejects_bad_arguments(tiny_cnn, image_batch):
     pool = gradsal.SamplePool(tiny_cnn, image_batch[0])
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         pool.draw(0)
+
+
+@pytest.mark.parametrize("steps", [None, 3])
+def test_a_pools_first_copies_are_a_smaller_runs_copies(tiny_cnn, image_batch, steps):
+    # Chapters reuse one pool: its first k copies serve as a k-sample run
+    # with the same seed (chapter 07 does this for SmoothGrad-IG)
+    import functools
+
+    method = (
+        None
+        if steps is None
+        else functools.partial(gradsal.integrated_gradients, n_steps=steps)
+    )
+    x = image_batch[0]
+    kw = dict(method=method, noise_level=0.2, generator=5)
+    pool = gradsal.noisy_attributions(tiny_cnn, x, 1, n_samples=7, **kw)
+    for k in (1, 3):
+        torch.testing.assert_close(
+            gradsal.smoothgrad(tiny_cnn, x, 1, n_samples=k, **kw),
+            gradsal.smoothgrad_from_samples(pool[:k], "abs"),
+            atol=1e-6,
+            rtol=1e-5,
+        )

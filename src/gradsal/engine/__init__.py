@@ -3,8 +3,11 @@
 :mod:`~gradsal.engine.runner` cuts work into chunks, runs them on worker threads
 and hands results back in order; :mod:`~gradsal.engine.fastpath` holds the
 folded graph that makes each pass cheaper. Neither knows any method or noise.
+:mod:`~gradsal.engine.allocator` holds a process-wide setting a program may
+choose (the chapters and the tests do); no gradsal function applies it.
 """
 
+from .allocator import reuse_freed_memory
 from .fastpath import (
     FoldedGraph,
     GradConv,
@@ -36,5 +39,6 @@ __all__ = [
     "has_conv2d",
     "native_bfloat16",
     "open_engine",
+    "reuse_freed_memory",
     "trace_and_fold",
 ]
