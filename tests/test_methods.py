@@ -575,7 +575,9 @@ def test_sample_pool_rejects_bad_arguments(tiny_cnn, image_batch):
 
 
 @pytest.mark.parametrize("steps", [None, 3])
-def test_a_pools_first_copies_are_a_smaller_runs_copies(tiny_cnn, image_batch, steps):
+def test_a_pools_first_copies_are_a_smaller_runs_copies(
+    tiny_cnn, image_batch, steps
+):
     # Chapters reuse one pool: its first k copies serve as a k-sample run
     # with the same seed (chapter 07 does this for SmoothGrad-IG)
     import functools
@@ -595,3 +597,41 @@ def test_a_pools_first_copies_are_a_smaller_runs_copies(tiny_cnn, image_batch, s
             atol=1e-6,
             rtol=1e-5,
         )
+
+
+def test_one_seed_per_example_gives_each_example_its_own_run(
+    tiny_cnn, image_batch
+):
+    # a batch with a seed per example equals one call per example with its seed,
+    # so a chapter can run all its photos at once on their own draws
+    import functools
+
+    xb = image_batch[:3]
+    seeds = [4, 0, torch.Generator().manual_seed(9)]
+    for method in (
+        None,
+        functools.partial(gradsal.integrated_gradients, n_steps=2),
+    ):
+        kw = dict(method=method, noise_level=0.2, n_samples=5)
+        pool = gradsal.noisy_attributions(
+            tiny_cnn, xb, [1, 2, 3], generator=seeds[:2] + [9], **kw
+        )
+        mean = gradsal.smoothgrad(
+            tiny_cnn, xb, [1, 2, 3], generator=[4, 0, 9], **kw
+        )
+        for b, seed in enumerate([4, 0, 9]):
+            alone = gradsal.noisy_attributions(
+                tiny_cnn, xb[b], b + 1, generator=seed, **kw
+            )
+            torch.testing.assert_close(pool[b], alone)
+            torch.testing.assert_close(
+                mean[b], alone.abs().mean(0), atol=1e-6, rtol=1e-5
+            )
+    # a generator object is advanced as usual
+    gradsal.noisy_attributions(
+        tiny_cnn, xb, [1, 2, 3], generator=seeds, n_samples=2
+    )
+    with pytest.raises(ValueError, match="one seed or generator per example"):
+        gradsal.smoothgrad(tiny_cnn, xb, generator=[1, 2], n_samples=2)
+    with pytest.raises(TypeError, match="generator must be"):
+        gradsal.smoothgrad(tiny_cnn, xb, generator=[1, "a", 2], n_samples=2)

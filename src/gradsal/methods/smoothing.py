@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +59,8 @@ __all__ = [
 SMOOTHGRAD_MODES = ("abs", "signed", "square", "var")
 
 Method = Callable[..., torch.Tensor] | None
+# one seed or generator for a whole batch, or a sequence of one per example
+Generators = torch.Generator | int | Sequence[torch.Generator | int] | None
 
 
 def noise_sigma(x: torch.Tensor, noise_level: float) -> float:
@@ -119,18 +121,19 @@ def _noisy_batches(
     n_samples: int,
     noise_level: float,
     batch_size: int,
-    generator: torch.Generator | None,
+    generators: list[torch.Generator | None],
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """``(example index, a chunk of noisy copies, their targets)`` in one fixed order.
 
     All draws happen here, in the calling thread, one copy at a time, so the
     result depends neither on ``batch_size`` nor on the number of workers.
+    Example ``b`` draws from ``generators[b]`` (one object may serve all).
     """
     for b in range(xb.shape[0]):
         image = xb[b]
         sigma = noise_sigma(image, noise_level)
         for count in engine.chunk_sizes(n_samples, batch_size):
-            noise = gaussian_noise(image.shape, count, generator)
+            noise = gaussian_noise(image.shape, count, generators[b])
             noisy = image.unsqueeze(0) + sigma * noise.to(
                 device=image.device, dtype=image.dtype
             )
@@ -147,7 +150,7 @@ def _noisy_run(
     n_samples: int,
     noise_level: float,
     batch_size: int | None,
-    generator: torch.Generator | int | None,
+    generator: Generators,
     batched: bool | None,
     progress: bool,
     precision: str,
@@ -162,7 +165,13 @@ def _noisy_run(
     _check_args(n_samples, noise_level, batch_size)
     check_precision(precision)
     spec = method_spec(method, vanilla_gradient)
-    gen = as_generator(generator)
+    # type errors before any pass; a sequence has one per example
+    per_example = isinstance(generator, (list, tuple))
+    gens = (
+        [as_generator(g) for g in generator]
+        if per_example
+        else as_generator(generator)
+    )
     bs = batch_size or DEFAULT_BATCH_SIZE
     bar = None
     with contextlib.ExitStack() as stack:
@@ -170,6 +179,13 @@ def _noisy_run(
         xb, added, targets = prepare(
             model, x, target, batched, checked_later=spec.resolves_targets
         )
+        if not per_example:
+            gens = [gens] * xb.shape[0]
+        elif len(gens) != xb.shape[0]:
+            raise ValueError(
+                "generator as a sequence needs one seed or generator per example; "
+                f"got {len(gens)} for a batch of {xb.shape[0]}"
+            )
         engine = stack.enter_context(
             open_engine(
                 model,
@@ -191,7 +207,7 @@ def _noisy_run(
             )
             stack.callback(bar.close)
         batches = _noisy_batches(
-            engine, xb, targets, n_samples, noise_level, bs, gen
+            engine, xb, targets, n_samples, noise_level, bs, gens
         )
         chunks = stack.enter_context(
             contextlib.closing(engine.map(spec.kernel, batches, progress=bar))
@@ -209,7 +225,7 @@ def smoothgrad(
     noise_level: float = 0.15,
     mode: str = "abs",
     batch_size: int | None = None,
-    generator: torch.Generator | int | None = None,
+    generator: Generators = None,
     batched: bool | None = None,
     progress: bool = False,
     precision: str = "auto",
@@ -230,7 +246,9 @@ def smoothgrad(
     :data:`gradsal.engine.DEFAULT_BATCH_SIZE`), so memory is bounded by the
     batch, not by ``n_samples``; for a given ``generator`` seed the result does
     not depend on ``batch_size`` (sums are taken in float64, in one fixed
-    order). ``precision`` chooses how the passes run and never changes the
+    order). ``generator`` may also be a sequence with one seed or generator
+    per example of a batch: each example then gets the copies that a call on
+    it alone with its own seed draws. ``precision`` chooses how the passes run and never changes the
     noise: ``"float32"`` runs the model exactly as given; ``"auto"`` (the
     default) runs an equivalent folded graph of a convolutional network for
     gradsal's own methods that allow it (:mod:`gradsal.engine.fastpath`; maps
@@ -468,7 +486,7 @@ def noisy_attributions(
     n_samples: int = 50,
     noise_level: float = 0.15,
     batch_size: int | None = None,
-    generator: torch.Generator | int | None = None,
+    generator: Generators = None,
     batched: bool | None = None,
     progress: bool = False,
     precision: str = "auto",
@@ -479,9 +497,10 @@ def noisy_attributions(
     one image, (B, N, C, H, W) for a batch (for the default method; a method
     whose output has another shape keeps it). Memory grows with ``n_samples``;
     use :func:`smoothgrad` when only the average is needed. The same
-    ``generator`` seed, ``method`` and ``precision`` give the same draws and
-    attributions as :func:`smoothgrad`, so one pool can serve every figure of a
-    chapter (chapter 02, SmoothGrad; chapter 04, What SmoothGrad Estimates).
+    ``generator`` seed (or sequence of seeds, one per example), ``method`` and
+    ``precision`` give the same draws and attributions as :func:`smoothgrad`,
+    and the first k copies are those of a run with ``n_samples=k``, so one pool
+    can serve every figure of a chapter (chapter 02, SmoothGrad; chapter 04, What SmoothGrad Estimates).
     """
     run = _noisy_run(
         model,
