@@ -113,3 +113,29 @@ def test_average_ranks_and_rank_correlation_match_scipy_with_ties():
     assert -1 < rho < 1
     c = a.astype(np.float32)
     assert gradsal.rank_correlation(c, c) == 1.0
+
+
+def test_a_ranked_map_gives_the_same_correlations_and_is_checked():
+    from gradsal import metrics as mt
+    from gradsal.maps import RankedMap
+
+    rng = np.random.default_rng(2)
+    a = np.round(rng.normal(size=(30, 30)), 1)  # with ties
+    kept = a.copy()
+    ranked = RankedMap(torch.tensor(a))
+    np.testing.assert_array_equal(a, kept)  # the map is not modified
+    for b in (a + rng.normal(size=a.shape), np.exp(a), -a):
+        for x, y in ((ranked, b), (b, ranked)):
+            assert gradsal.rank_correlation(x, y) == pytest.approx(
+                gradsal.rank_correlation(a, b), abs=1e-12
+            )
+        assert mt.spearman(ranked, b) == pytest.approx(
+            mt.spearman(a, b), abs=1e-12
+        )
+    assert gradsal.rank_correlation(ranked, ranked) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        gradsal.rank_correlation(ranked, a[:4])
+    with pytest.raises(ValueError, match="constant map"):
+        RankedMap(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="rank the absolute values"):
+        mt.spearman(ranked, a, absolute=True)

@@ -15,6 +15,7 @@ from .core import to_numpy
 
 __all__ = [
     "REDUCTIONS",
+    "RankedMap",
     "average_ranks",
     "normalize",
     "rank_correlation",
@@ -122,8 +123,44 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+class RankedMap:
+    """A map's average ranks, computed once to be rank-correlated with many maps.
+
+    ``rank_correlation(RankedMap(m), other)`` equals ``rank_correlation(m,
+    other)``; ranking the pixels is nearly all of its cost, so a map compared
+    with dozens of others (a trained model's map against each randomised
+    model's, chapter 07, The Wider Family) is ranked once. ``values`` is never
+    modified; a constant map raises, as in :func:`rank_correlation`.
+    """
+
+    __slots__ = ("centred", "norm", "shape")
+
+    def __init__(
+        self, values: torch.Tensor | np.ndarray, name: str = "map"
+    ) -> None:
+        v = (
+            values
+            if isinstance(values, np.ndarray)
+            else to_numpy(values, name)
+        )
+        if v.size < 2:
+            raise ValueError(
+                "maps need at least two values to be rank-correlated"
+            )
+        if np.ptp(v) == 0:
+            raise ValueError(
+                "a constant map has no ranking; rank correlation is undefined"
+            )
+        ranks = average_ranks(v)
+        ranks -= ranks.mean()
+        self.shape: tuple[int, ...] = v.shape
+        self.centred: np.ndarray = ranks
+        self.norm: float = float(np.sqrt(ranks @ ranks))
+
+
 def rank_correlation(
-    a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray
+    a: torch.Tensor | np.ndarray | RankedMap,
+    b: torch.Tensor | np.ndarray | RankedMap,
 ) -> float:
     """Spearman rank correlation between two maps of the same shape.
 
@@ -131,21 +168,16 @@ def rank_correlation(
     is unchanged by any increasing rescaling of either map (chapter 01, The
     Vanilla Gradient; chapter 05, Sanity Checks; Spearman, 1904). The value is
     Pearson's correlation of the :func:`average_ranks`, as in
-    :func:`scipy.stats.spearmanr`.
+    :func:`scipy.stats.spearmanr`. Either map may be a :class:`RankedMap`,
+    ranked already.
     """
-    a_np, b_np = to_numpy(a, "a"), to_numpy(b, "b")
-    if a_np.shape != b_np.shape:
+    a_v = a if isinstance(a, RankedMap) else to_numpy(a, "a")
+    b_v = b if isinstance(b, RankedMap) else to_numpy(b, "b")
+    if a_v.shape != b_v.shape:
         raise ValueError(
-            f"maps must have the same shape; got {a_np.shape} and {b_np.shape}"
+            f"maps must have the same shape; got {a_v.shape} and {b_v.shape}"
         )
-    if a_np.size < 2:
-        raise ValueError("maps need at least two values to be rank-correlated")
-    if np.ptp(a_np) == 0 or np.ptp(b_np) == 0:
-        raise ValueError(
-            "a constant map has no ranking; rank correlation is undefined"
-        )
-    ra, rb = average_ranks(a_np), average_ranks(b_np)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    rho = float(ra @ rb / np.sqrt((ra @ ra) * (rb @ rb)))
+    ra = a_v if isinstance(a_v, RankedMap) else RankedMap(a_v)
+    rb = b_v if isinstance(b_v, RankedMap) else RankedMap(b_v)
+    rho = float(ra.centred @ rb.centred / (ra.norm * rb.norm))
     return max(-1.0, min(1.0, rho))

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from ..maps import normalize, rank_correlation
+from ..maps import RankedMap, normalize, rank_correlation
 from .checks import ArrayLike, as_map, check_fraction, map_values
 
 __all__ = [
@@ -29,19 +29,34 @@ __all__ = [
 ]
 
 
-def spearman(a: ArrayLike, b: ArrayLike, *, absolute: bool = False) -> float:
+def spearman(
+    a: ArrayLike | RankedMap,
+    b: ArrayLike | RankedMap,
+    *,
+    absolute: bool = False,
+) -> float:
     """Spearman rank correlation between two (H, W) maps of one shape, optionally of |a| and |b|.
 
     With ``absolute=True`` both maps lose their sign first, so a map and its
     negative correlate perfectly: the comparison Adebayo et al. (2018) make for
     absolute-value visualisations. A constant map has no ranking and raises.
-    Chapter 05, Sanity Checks.
+    Either map may be a :class:`gradsal.maps.RankedMap` of an (H, W) map, ranked
+    once for many comparisons (then ``absolute`` must be False: rank the
+    absolute values). Chapter 05, Sanity Checks.
     """
-    a_np = as_map(a, "a")
-    b_np = as_map(b, "b")
-    if absolute:
-        a_np, b_np = np.abs(a_np), np.abs(b_np)
-    return rank_correlation(a_np, b_np)
+
+    def values(m: ArrayLike | RankedMap, name: str) -> np.ndarray | RankedMap:
+        if not isinstance(m, RankedMap):
+            m_np = as_map(m, name)
+            return np.abs(m_np) if absolute else m_np
+        if absolute:
+            raise ValueError(
+                f"{name} is a RankedMap, ranked already; with absolute=True "
+                "rank the absolute values instead"
+            )
+        return m
+
+    return rank_correlation(values(a, "a"), values(b, "b"))
 
 
 def ssim(a: ArrayLike, b: ArrayLike, *, win_size: int = 7) -> float:
