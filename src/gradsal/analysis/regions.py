@@ -276,6 +276,11 @@ def line_scan(
         )
         prev_states = prev_grad = None
         idx = None if pixel is None else tuple(int(i) for i in pixel)
+        # float32 images on the CPU: channels-last convolutions are about a
+        # quarter faster (values equal up to float rounding; not for float64)
+        channels_last = (
+            x0.ndim == 3 and x0.dtype == torch.float32 and device.type == "cpu"
+        )
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -287,10 +292,14 @@ def line_scan(
                     tb = ts[start : start + batch_size].to(
                         device=device, dtype=x.dtype
                     )
-                    points = (
-                        x0.unsqueeze(0)
-                        + tb.view(-1, *[1] * x0.ndim) * d.unsqueeze(0)
-                    ).requires_grad_(True)
+                    points = x0.unsqueeze(0) + tb.view(
+                        -1, *[1] * x0.ndim
+                    ) * d.unsqueeze(0)
+                    if channels_last:
+                        points = points.contiguous(
+                            memory_format=torch.channels_last
+                        )
+                    points.requires_grad_(True)
                     with torch.enable_grad():
                         out = forward(model, points)[:, tgt]
                         (grad,) = torch.autograd.grad(out.sum(), points)
