@@ -68,7 +68,10 @@ def run_build(root: Path) -> float:
     # documents changed since the last build in _build/.
     stale = root / "_build"
     if stale.exists():
-        print(f"removing {stale.name}/ so that every notebook executes", flush=True)
+        print(
+            f"removing {stale.name}/ so that every notebook executes",
+            flush=True,
+        )
         shutil.rmtree(stale)
     # The jupyter-book of this interpreter's environment, even when it is not activated.
     local = Path(sys.executable).with_name("jupyter-book")

@@ -48,9 +48,21 @@ def test_bad_inputs(tiny_cnn, fn, x, error, words):
         ("cat", TypeError, "target must"),
     ],
 )
-def test_bad_targets(tiny_cnn, image_batch, target, error, words):
+@pytest.mark.parametrize(
+    "fn",
+    [
+        gradsal.vanilla_gradient,
+        # checks given targets in its passes, with no forward pass of its own
+        lambda m, x, t: gradsal.integrated_gradients(m, x, t, n_steps=2),
+        lambda m, x, t: gradsal.integrated_gradients(
+            m, x, t, n_steps=2, return_delta=True
+        ),
+    ],
+    ids=["vanilla_gradient", "integrated_gradients", "ig_with_delta"],
+)
+def test_bad_targets(tiny_cnn, image_batch, target, error, words, fn):
     with pytest.raises(error) as info:
-        gradsal.vanilla_gradient(tiny_cnn, image_batch, target)
+        fn(tiny_cnn, image_batch, target)
     assert words in str(info.value)
 
 

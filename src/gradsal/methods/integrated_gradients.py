@@ -239,9 +239,17 @@ def integrated_gradients(
         xb, added = as_batch(x, batched)
         xb = xb.detach().to(device_of(model, xb.device))
         base = _baseline_batch(baseline, xb)
-        with torch.no_grad():
-            ends = forward(model, torch.cat([xb, base]))
-        targets = resolve_targets(target, ends[: xb.shape[0]])
+        targets = target_tensor(target, xb.shape[0])
+        ends = None
+        # A forward pass only for what needs one: the predicted class, or the
+        # logits at both ends for the gap; the range of given targets is
+        # checked by the path points' passes.
+        if return_delta or targets is None:
+            with torch.no_grad():
+                ends = forward(
+                    model, torch.cat([xb, base]) if return_delta else xb
+                )
+            targets = resolve_targets(target, ends[: xb.shape[0]])
         with open_engine(
             model,
             xb,
@@ -250,14 +258,14 @@ def integrated_gradients(
             precision=precision,
         ) as engine:
             ig = _integrate(engine, xb, base, targets, n_steps, method, bs)
-        picked = (
-            ends.double()
-            .gather(1, torch.cat([targets, targets]).view(-1, 1))
-            .view(2, -1)
-        )
-        delta = ig.double().flatten(1).sum(1) - (picked[0] - picked[1])
-    ig = ig.to(x.device)
-    delta = delta.to(x.device)
-    if added:
-        ig, delta = ig[0], delta[0]
-    return (ig, delta) if return_delta else ig
+    if not return_delta:
+        ig = ig.to(x.device)
+        return ig[0] if added else ig
+    picked = (
+        ends.double()
+        .gather(1, torch.cat([targets, targets]).view(-1, 1))
+        .view(2, -1)
+    )
+    delta = ig.double().flatten(1).sum(1) - (picked[0] - picked[1])
+    ig, delta = ig.to(x.device), delta.to(x.device)
+    return (ig[0], delta[0]) if added else (ig, delta)
