@@ -23,59 +23,55 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 __all__ = ["PHOTOS", "load_image", "photo_names", "to_numpy_image"]
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    """A data file that ships inside an installed package, found without
-    importing the package (importing scikit-learn alone takes about 2 s)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the bundled photos need the package {package!r}; pip install it"
-        )
-    return Path(spec.submodule_search_locations[0], *parts)
-
-
 def _bundled(package: str, *parts: str) -> Callable[[], np.ndarray]:
-    """A loader of a photo file that ``package`` ships: (H, W, 3) uint8, the
-    pixels ``skimage.data`` and ``sklearn.datasets.load_sample_image`` return
-    (both decode with PIL; a test keeps them equal)."""
+    """A loader of a photo file that ``package`` ships, found without importing
+    the package (importing scikit-learn alone takes about 2 s): (H, W, 3)
+    uint8, the pixels ``skimage.data`` and ``sklearn.datasets.load_sample_image``
+    return (both decode with PIL; a test keeps them equal)."""
 
     def load() -> np.ndarray:
-        with Image.open(_package_file(package, *parts)) as img:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(
+                f"the bundled photos need the package {package!r}; pip install it"
+            )
+        path = Path(spec.submodule_search_locations[0], *parts)
+        with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
 
     return load
 
 
+_SKIMAGE = ("skimage", "data")
+_SKLEARN = ("sklearn", "datasets", "images")
+
 # short name -> (loader, what the photo shows)
 PHOTOS: dict[str, tuple[Callable[[], np.ndarray], str]] = {
-    "cat": (
-        _bundled("skimage", "data", "chelsea.png"),
-        "Chelsea the cat (scikit-image)",
-    ),
-    "coffee": (
-        _bundled("skimage", "data", "coffee.png"),
-        "a cup of coffee (scikit-image)",
-    ),
-    "rocket": (
-        _bundled("skimage", "data", "rocket.jpg"),
-        "a rocket on its launch pad (scikit-image)",
-    ),
-    "astronaut": (
-        _bundled("skimage", "data", "astronaut.png"),
-        "astronaut Eileen Collins (scikit-image)",
-    ),
-    "motorcycle": (
-        _bundled("skimage", "data", "motorcycle_left.png"),
-        "a motorcycle, left stereo view (scikit-image)",
-    ),
-    "china": (
-        _bundled("sklearn", "datasets", "images", "china.jpg"),
-        "a Chinese temple (scikit-learn)",
-    ),
-    "flower": (
-        _bundled("sklearn", "datasets", "images", "flower.jpg"),
-        "a flower (scikit-learn)",
-    ),
+    name: (_bundled(*where, file), about)
+    for name, where, file, about in [
+        ("cat", _SKIMAGE, "chelsea.png", "Chelsea the cat (scikit-image)"),
+        ("coffee", _SKIMAGE, "coffee.png", "a cup of coffee (scikit-image)"),
+        (
+            "rocket",
+            _SKIMAGE,
+            "rocket.jpg",
+            "a rocket on its launch pad (scikit-image)",
+        ),
+        (
+            "astronaut",
+            _SKIMAGE,
+            "astronaut.png",
+            "astronaut Eileen Collins (scikit-image)",
+        ),
+        (
+            "motorcycle",
+            _SKIMAGE,
+            "motorcycle_left.png",
+            "a motorcycle, left stereo view (scikit-image)",
+        ),
+        ("china", _SKLEARN, "china.jpg", "a Chinese temple (scikit-learn)"),
+        ("flower", _SKLEARN, "flower.jpg", "a flower (scikit-learn)"),
+    ]
 }
 
 
