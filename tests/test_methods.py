@@ -627,6 +627,15 @@ def test_one_seed_per_example_gives_each_example_its_own_run(
             torch.testing.assert_close(
                 mean[b], alone.abs().mean(0), atol=1e-6, rtol=1e-5
             )
+    # any sequence of seeds, e.g. a range
+    torch.testing.assert_close(
+        gradsal.noisy_attributions(
+            tiny_cnn, xb, [1, 2, 3], generator=range(3), n_samples=2
+        ),
+        gradsal.noisy_attributions(
+            tiny_cnn, xb, [1, 2, 3], generator=[0, 1, 2], n_samples=2
+        ),
+    )
     # a generator object is advanced as usual
     gradsal.noisy_attributions(
         tiny_cnn, xb, [1, 2, 3], generator=seeds, n_samples=2

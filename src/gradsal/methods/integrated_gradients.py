@@ -28,15 +28,12 @@ from torch import nn
 
 from ..core import (
     Target,
-    as_batch,
     check_number,
     check_positive_int,
-    device_of,
     forward,
     frozen,
     logit_gradient,
-    resolve_targets,
-    target_tensor,
+    prepare,
 )
 from ..engine import DEFAULT_BATCH_SIZE, Engine, check_precision, open_engine
 from .base import attribution_method
@@ -180,10 +177,8 @@ def _integrated_gradients(
         raise ValueError(
             "return_delta is not available through smoothgrad(method=...), which averages attributions"
         )
-    targets = target_tensor(target, xb.shape[0])
-    if targets is None:  # given targets are checked by the path points' passes
-        with torch.no_grad():
-            targets = resolve_targets(None, forward(model, xb))
+    # given targets are checked by the path points' passes
+    xb, _, targets = prepare(model, xb, target, True, checked_later=True)
     base = _baseline_batch(baseline, xb)
     return _integrate(
         Engine(model),
@@ -236,20 +231,11 @@ def integrated_gradients(
             f"model must be a torch.nn.Module; got {type(model).__name__}"
         )
     with frozen(model):
-        xb, added = as_batch(x, batched)
-        xb = xb.detach().to(device_of(model, xb.device))
+        # given targets are checked by the path points' passes
+        xb, added, targets = prepare(
+            model, x, target, batched, checked_later=True
+        )
         base = _baseline_batch(baseline, xb)
-        targets = target_tensor(target, xb.shape[0])
-        ends = None
-        # A forward pass only for what needs one: the predicted class, or the
-        # logits at both ends for the gap; the range of given targets is
-        # checked by the path points' passes.
-        if return_delta or targets is None:
-            with torch.no_grad():
-                ends = forward(
-                    model, torch.cat([xb, base]) if return_delta else xb
-                )
-            targets = resolve_targets(target, ends[: xb.shape[0]])
         with open_engine(
             model,
             xb,
@@ -258,6 +244,9 @@ def integrated_gradients(
             precision=precision,
         ) as engine:
             ig = _integrate(engine, xb, base, targets, n_steps, method, bs)
+        if return_delta:  # the logits at both ends
+            with torch.no_grad():
+                ends = forward(model, torch.cat([xb, base]))
     if not return_delta:
         ig = ig.to(x.device)
         return ig[0] if added else ig

@@ -166,7 +166,7 @@ def _noisy_run(
     check_precision(precision)
     spec = method_spec(method, vanilla_gradient)
     # type errors before any pass; a sequence has one per example
-    per_example = isinstance(generator, (list, tuple))
+    per_example = isinstance(generator, Sequence)
     gens = (
         [as_generator(g) for g in generator]
         if per_example
