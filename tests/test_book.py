@@ -31,7 +31,7 @@ def _toc_files(node) -> list[str]:
 def test_repository_url_lives_in_one_place():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["repository"]["url"] == gradsal.REPOSITORY_URL
-    # every notebook runs in a build from a fresh clone (CI), two at a time
+    # every notebook runs in a build from a fresh clone (CI) and after a package edit
     assert config["execute"]["execute_notebooks"] == "cache"
     assert "notebook_cache" in config["sphinx"]["local_extensions"]
     for entry in config["sphinx"]["config"]["nb_cache_depends"]:

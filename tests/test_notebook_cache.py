@@ -1,23 +1,18 @@
 """The build's notebook runner (_ext/notebook_cache.py): a small book built for real.
 
-Two notebooks executed ahead of Sphinx's reading and found in the cache by
-myst-nb; a text edit reruns nothing, a dependency edit reruns both; a failing
-notebook still fails the build the way myst-nb reports it.
+Two notebooks executed by myst-nb in cache mode; a text edit reruns nothing,
+a dependency edit (with no page changed) reruns both; a failing notebook still
+fails the build the way myst-nb reports it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
 import pytest
-from notebook_cache import fingerprint, previous_runtimes
+from notebook_cache import fingerprint
 from sphinx.application import Sphinx
-
-from bench.chapter_times import write
-
-EXT = Path(__file__).resolve().parents[1] / "_ext"
 
 
 def notebook(path: Path, code: str, text: str = "# A page") -> None:
@@ -34,8 +29,9 @@ def notebook(path: Path, code: str, text: str = "# A page") -> None:
     nbformat.write(nb, path)
 
 
-def build(src: Path, **overrides) -> tuple[str, str]:
-    """Build src/ to html; return (status log, warnings)."""
+def build(src: Path, fresh: bool = True, **overrides) -> tuple[str, str]:
+    """Build src/ to html (``fresh``: from an empty environment); return
+    (status log, warnings)."""
     from io import StringIO
 
     status, warning = StringIO(), StringIO()
@@ -48,7 +44,7 @@ def build(src: Path, **overrides) -> tuple[str, str]:
         confoverrides=overrides,
         status=status,
         warning=warning,
-        freshenv=True,
+        freshenv=fresh,
     )
     app.build()
     return status.getvalue(), warning.getvalue()
@@ -56,13 +52,11 @@ def build(src: Path, **overrides) -> tuple[str, str]:
 
 @pytest.fixture
 def book(tmp_path):
+    # notebook_cache is importable: _ext/ is on pytest's pythonpath
     (tmp_path / "conf.py").write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {str(EXT)!r})\n"
         "extensions = ['myst_nb', 'notebook_cache']\n"
         "nb_execution_mode = 'cache'\n"
         "nb_cache_depends = ['lib']\n"
-        "nb_cache_runtimes = 'times.json'\n"
         "exclude_patterns = ['_build']\n"
     )
     (tmp_path / "lib").mkdir()
@@ -78,11 +72,10 @@ def book(tmp_path):
     return tmp_path
 
 
-def test_notebooks_run_ahead_and_myst_nb_uses_their_outputs(book):
+def test_a_fresh_build_executes_every_notebook(book):
     status, warnings = build(book)
-    assert "notebook_cache: executing 2 notebooks, 2 at a time" in status
-    assert status.count("Using cached notebook") == 2
-    assert "Executing notebook using" not in status  # myst-nb ran none itself
+    assert "dependencies changed" in status
+    assert status.count("Executed notebook in") == 2
     assert warnings == ""
     assert "42" in (book / "_build/html/one.html").read_text()
     assert "twotwo" in (book / "_build/html/two.html").read_text()
@@ -95,55 +88,35 @@ def test_a_text_edit_reruns_nothing_and_a_dependency_edit_reruns_all(book):
         "print(int(open('lib/data.txt').read()) + 1)",
         text="# A page, reworded",
     )
-    status, _ = build(book)
-    assert "notebook_cache: executing" not in status
+    status, _ = build(book, fresh=False)
+    assert "Executed notebook in" not in status
+    assert status.count("Using cached notebook") == 1  # the edited page
     assert "reworded" in (book / "_build/html/one.html").read_text()
 
+    # no page changed, but the package did: every notebook reruns
     (book / "lib" / "data.txt").write_text("99")
-    status, _ = build(book)
-    assert "notebook_cache: executing 2 notebooks" in status
+    status, _ = build(book, fresh=False)
+    assert "dependencies changed" in status
+    assert status.count("Executed notebook in") == 2
     assert "100" in (book / "_build/html/one.html").read_text()
+
+    status, _ = build(book, fresh=False)  # and then nothing more
+    assert "dependencies changed" not in status
+    assert "Executed notebook in" not in status
 
 
 def test_a_failing_notebook_fails_as_myst_nb_reports_it(book):
     notebook(book / "two.ipynb", "raise RuntimeError('broken chapter')")
     status, warnings = build(book)
-    assert "notebook_cache: two failed; myst-nb will rerun it" in status
     assert "Executing notebook failed: CellExecutionError" in warnings
     # the other notebook's outputs are kept
     assert "42" in (book / "_build/html/one.html").read_text()
 
 
-def test_force_mode_leaves_execution_to_myst_nb(book):
+def test_force_mode_is_left_alone(book):
     status, _ = build(book, nb_execution_mode="force")
     assert "notebook_cache" not in status
     assert status.count("Executed notebook in") == 2
-
-
-def test_the_longest_notebook_starts_first(book, monkeypatch):
-    import notebook_cache
-
-    started = []
-    real = notebook_cache.single_nb_execution
-
-    def spy(nb, **kwargs):
-        started.append(nb.cells[1].source)
-        return real(nb, **kwargs)
-
-    monkeypatch.setattr(notebook_cache, "single_nb_execution", spy)
-    (book / "times.json").write_text(
-        json.dumps(
-            {
-                "chapters": {
-                    "one": {"runtime_s": 1.0},
-                    "two": {"runtime_s": 9.0},
-                }
-            }
-        )
-    )
-    build(book, nb_cache_workers=1)
-    assert started[0] == "print('two' * 2)"  # 9 s last time, so first
-    assert "lib/data.txt" in started[1]
 
 
 def test_fingerprint_sees_contents_and_names_but_not_bytecode(tmp_path):
@@ -164,26 +137,3 @@ def test_fingerprint_sees_contents_and_names_but_not_bytecode(tmp_path):
     assert fingerprint(tmp_path, ["pins.txt"]) != fingerprint(
         tmp_path, ["pkg"]
     )
-
-
-def test_previous_runtimes_reads_what_chapter_times_writes(tmp_path):
-    times = {
-        "report/00-Setup": {
-            "runtime_s": 12.5,
-            "succeeded": True,
-            "method": "cache",
-        },
-        "report/07-WiderFamily": {
-            "runtime_s": 80.0,
-            "succeeded": True,
-            "method": "cache",
-        },
-    }
-    write(tmp_path, times, list(times), 300.0, "test")
-    assert previous_runtimes(tmp_path / "chapter_times.json") == {
-        "report/00-Setup": 12.5,
-        "report/07-WiderFamily": 80.0,
-    }
-    assert previous_runtimes(tmp_path / "missing.json") == {}
-    (tmp_path / "bad.json").write_text("{not json")
-    assert previous_runtimes(tmp_path / "bad.json") == {}
