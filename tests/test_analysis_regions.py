@@ -137,6 +137,19 @@ def test_pattern_changes_broadcast():
         regions.pattern_changes(a, b[:, :3])
 
 
+def test_pattern_changes_counts_across_blocks_of_units():
+    # more units than one block, changes placed on both sides of block edges
+    n = 3 * 2**18 + 5
+    a = torch.zeros(n, dtype=torch.int8)
+    b = torch.zeros(3, n, dtype=torch.int8)
+    b[1, [0, 2**18 - 1, 2**18, n - 1]] = 2
+    b[2, :: 2**10] = 1
+    counts = regions.pattern_changes(a, b)
+    assert counts.dtype == torch.int64
+    assert counts.tolist() == [0, 4, len(range(0, n, 2**10))]
+    assert regions.pattern_changes(b, a).tolist() == counts.tolist()
+
+
 # ---------------------------------------------------------------------------
 # line scans
 

@@ -161,3 +161,106 @@ def test_lite0_has_seven_stages(lite0):
         == len(models.efficientnet_stages(lite0, by="block")) - 3
         == len(set(blocks))
     )
+
+
+# ---------------------------------------------------------------------------
+# float64 copies (chapters 03 and 04)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding, dilation, bias",
+    [
+        (3, 1, 1, 1, True),
+        (3, 2, 0, 1, False),
+        (5, 2, 2, 1, True),
+        (3, 1, 2, 2, True),
+    ],
+)
+def test_depthwise_by_shifts_is_the_grouped_convolution(
+    kernel, stride, padding, dilation, bias
+):
+    g = torch.Generator().manual_seed(kernel + stride + padding)
+    x = torch.randn(2, 4, 11, 10, dtype=torch.float64, generator=g)
+    w = torch.randn(4, 1, kernel, kernel, dtype=torch.float64, generator=g)
+    b = torch.randn(4, dtype=torch.float64, generator=g) if bias else None
+    inputs = [
+        t.clone().requires_grad_(True) for t in (x, w) + ((b,) if bias else ())
+    ]
+    ours = models.depthwise_conv2d_by_shifts(
+        inputs[0],
+        inputs[1],
+        inputs[2] if bias else None,
+        stride,
+        padding,
+        dilation,
+    )
+    torch_in = [t.detach().clone().requires_grad_(True) for t in inputs]
+    theirs = torch.nn.functional.conv2d(
+        torch_in[0],
+        torch_in[1],
+        torch_in[2] if bias else None,
+        stride,
+        padding,
+        dilation,
+        groups=4,
+    )
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=1e-13)
+    up = torch.randn(theirs.shape, dtype=torch.float64, generator=g)
+    for a, t in zip(
+        torch.autograd.grad((ours * up).sum(), inputs),
+        torch.autograd.grad((theirs * up).sum(), torch_in),
+    ):
+        torch.testing.assert_close(a, t, rtol=1e-12, atol=1e-12)
+
+
+def test_float64_copy_agrees_with_the_plain_copy_and_leaves_the_model(
+    lite0, monkeypatch
+):
+    import copy
+
+    calls = []
+    by_shifts = models.depthwise_conv2d_by_shifts
+    monkeypatch.setattr(
+        models,
+        "depthwise_conv2d_by_shifts",
+        lambda *a: calls.append(a[1].shape) or by_shifts(*a),
+    )
+    before = {k: v.clone() for k, v in lite0.state_dict().items()}
+    model64 = models.float64_copy(lite0)
+    plain = copy.deepcopy(lite0).double()
+    x = gradsal.load_image("cat").double()[None].requires_grad_(True)
+    ours = model64(x)[0, 281]
+    (g_ours,) = torch.autograd.grad(ours, x)
+    theirs = plain(x)[0, 281]
+    (g_theirs,) = torch.autograd.grad(theirs, x)
+    # every depthwise convolution (one per MBConv block) ran by shifts
+    n_depthwise = sum(
+        isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1
+        for m in lite0.modules()
+    )
+    assert len(calls) == n_depthwise == 16
+    assert ours.dtype == torch.float64
+    ours, theirs = float(ours.detach()), float(theirs.detach())
+    assert abs(ours - theirs) < 1e-12 * abs(theirs)
+    assert float((g_ours - g_theirs).abs().max()) < 1e-11 * float(
+        g_theirs.abs().max()
+    )
+    # the model is still float32 and unchanged
+    assert all(
+        torch.equal(v, before[k]) and v.dtype == before[k].dtype
+        for k, v in lite0.state_dict().items()
+    )
+    assert next(lite0.parameters()).dtype == torch.float32
+
+
+def test_float64_copy_mode_ends_with_every_call(tiny_cnn):
+    model64 = models.float64_copy(tiny_cnn)
+    stack_depth = torch._C._len_torch_function_stack
+    model64(torch.rand(1, 3, 8, 8, dtype=torch.float64))
+    assert stack_depth() == 0
+    with pytest.raises(RuntimeError):
+        model64(torch.rand(1, 5, 8, 8, dtype=torch.float64))  # wrong channels
+    assert stack_depth() == 0
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        models.float64_copy(lambda x: x)
