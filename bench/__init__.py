@@ -11,6 +11,6 @@ Read it in this order:
   from the saved JSON (also by ``--render-only``);
 * ``smoothgrad_bench.py``: the command line that chains them;
   ``alternatives.py`` (bfloat16, ``torch.compile``), ``gradient_pass.py`` (the parts
-  of the rewritten gradient pass) and ``chapter_times.py`` (book build times) are
-  scripts of their own.
+  of the rewritten gradient pass), ``chapter_times.py`` (book build times) and
+  ``exact_scans.py`` (the line scans of chapters 03, 04 and 07) are scripts of their own.
 """
