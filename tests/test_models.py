@@ -264,3 +264,16 @@ def test_float64_copy_mode_ends_with_every_call(tiny_cnn):
     assert stack_depth() == 0
     with pytest.raises(TypeError, match="torch.nn.Module"):
         models.float64_copy(lambda x: x)
+
+
+def test_conv2d_arguments_reads_calls_by_name():
+    from gradsal.core import conv2d_arguments
+
+    x, w = torch.zeros(1, 2, 5, 5), torch.zeros(2, 1, 3, 3)
+    bound = conv2d_arguments((x, w, None, 2), {"groups": 2})
+    assert bound["input"] is x and bound["weight"] is w
+    assert (bound["stride"], bound["padding"], bound["groups"]) == (2, 0, 2)
+    assert bound["dilation"] == 1 and bound["bias"] is None
+    assert conv2d_arguments((x,), {}) is None  # no weight
+    assert conv2d_arguments((x, w), {"scale": 2}) is None  # not conv2d's
+    assert conv2d_arguments((x, w, None, 1, 0, 1, 1, 9), {}) is None

@@ -12,7 +12,8 @@ metric and analysis helper builds on these public names:
 * :func:`as_generator` is the one seeding rule: a ``torch.Generator`` as given,
   an int seeds a fresh generator, None means torch's global generator;
 * :func:`check_positive_int`, :func:`check_number` and :func:`to_numpy` are the
-  small checks and the one tensor-to-NumPy conversion the package uses.
+  small checks and the one tensor-to-NumPy conversion the package uses;
+  :func:`conv2d_arguments` reads a call of ``conv2d`` by argument name.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "CONV2D_FUNCTIONS",
     "Target",
     "as_batch",
     "as_generator",
@@ -33,6 +36,7 @@ __all__ = [
     "check_input",
     "check_number",
     "check_positive_int",
+    "conv2d_arguments",
     "device_of",
     "eval_mode",
     "forward",
@@ -45,6 +49,42 @@ __all__ = [
 ]
 
 Target = int | Sequence[int] | torch.Tensor | None
+
+# torch.conv2d and torch.nn.functional.conv2d are the same builtin; list both anyway.
+CONV2D_FUNCTIONS = (F.conv2d, torch.conv2d)
+_CONV2D_PARAMETERS = (
+    "input",
+    "weight",
+    "bias",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+)
+_CONV2D_DEFAULTS = {
+    "bias": None,
+    "stride": 1,
+    "padding": 0,
+    "dilation": 1,
+    "groups": 1,
+}
+
+
+def conv2d_arguments(args: Sequence, kwargs: dict) -> dict | None:
+    """The arguments of a call ``conv2d(*args, **kwargs)`` by name, defaults filled in.
+
+    None for a call that does not fit ``torch.nn.functional.conv2d``'s signature
+    (too many arguments, an unknown keyword, no input or weight). The fast path's
+    graph rewrite and :func:`gradsal.models.float64_copy` read convolutions with it.
+    """
+    if len(args) > len(_CONV2D_PARAMETERS) or set(kwargs) - set(
+        _CONV2D_PARAMETERS
+    ):
+        return None
+    named = dict(_CONV2D_DEFAULTS)
+    named.update(zip(_CONV2D_PARAMETERS, args))
+    named.update(kwargs)
+    return named if "input" in named and "weight" in named else None
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,13 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from .core import as_batch, device_of, eval_mode
+from .core import (
+    CONV2D_FUNCTIONS,
+    as_batch,
+    conv2d_arguments,
+    device_of,
+    eval_mode,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -310,39 +316,31 @@ class _DepthwiseByShifts(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in (F.conv2d, torch.conv2d):
-            bound = dict(
-                zip(
-                    (
-                        "input",
-                        "weight",
-                        "bias",
-                        "stride",
-                        "padding",
-                        "dilation",
-                        "groups",
-                    ),
-                    args,
-                ),
-                **kwargs,
+        bound = (
+            conv2d_arguments(args, kwargs)
+            if func in CONV2D_FUNCTIONS
+            else None
+        )
+        if bound is not None:
+            x, weight, padding = (
+                bound["input"],
+                bound["weight"],
+                bound["padding"],
             )
-            x, weight = bound["input"], bound["weight"]
-            groups = bound.get("groups", 1)
-            padding = bound.get("padding", 0)
             if (
                 x.dtype == torch.float64
                 and x.ndim == 4
                 and weight.shape[1] == 1
-                and groups == x.shape[1] == weight.shape[0]
+                and bound["groups"] == x.shape[1] == weight.shape[0]
                 and not isinstance(padding, str)
             ):
                 return depthwise_conv2d_by_shifts(
                     x,
                     weight,
-                    bound.get("bias"),
-                    bound.get("stride", 1),
+                    bound["bias"],
+                    bound["stride"],
                     padding,
-                    bound.get("dilation", 1),
+                    bound["dilation"],
                 )
         return func(*args, **kwargs)
 

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..core import CONV2D_FUNCTIONS, conv2d_arguments
+
 __all__ = [
     "FoldedGraph",
     "GradConv",
@@ -40,25 +42,6 @@ __all__ = [
     "native_bfloat16",
     "trace_and_fold",
 ]
-
-# torch.conv2d and torch.nn.functional.conv2d are the same builtin; list both anyway.
-_CONV2D_FUNCTIONS = {F.conv2d, torch.conv2d}
-_CONV2D_ARGS = (
-    "input",
-    "weight",
-    "bias",
-    "stride",
-    "padding",
-    "dilation",
-    "groups",
-)
-_CONV2D_DEFAULTS = {
-    "bias": None,
-    "stride": 1,
-    "padding": 0,
-    "dilation": 1,
-    "groups": 1,
-}
 
 
 def _onednn_pointwise():
@@ -272,19 +255,9 @@ def _conv_of(node: fx.Node, gm: fx.GraphModule):
             mod.dilation,
             mod.groups,
         )
-    if node.op == "call_function" and node.target in _CONV2D_FUNCTIONS:
-        if len(node.args) > len(_CONV2D_ARGS) or set(node.kwargs) - set(
-            _CONV2D_ARGS
-        ):
-            return None
-        a = dict(_CONV2D_DEFAULTS)
-        a.update(zip(_CONV2D_ARGS, node.args))
-        a.update(node.kwargs)
-        if (
-            "input" not in a
-            or "weight" not in a
-            or not isinstance(a["input"], fx.Node)
-        ):
+    if node.op == "call_function" and node.target in CONV2D_FUNCTIONS:
+        a = conv2d_arguments(node.args, node.kwargs)
+        if a is None or not isinstance(a["input"], fx.Node):
             return None
         tensors = []
         for key in ("weight", "bias"):
