@@ -2,7 +2,8 @@
 
 Every model handed out here does its own normalisation as its first layer, so
 gradients are always taken with respect to the [0, 1] pixels that the chapters'
-mathematics is written in (chapter 00, Setup: "Pixel space").
+mathematics is written in (chapter 00, Setup: "Pixel space"). :func:`float64_copy`
+makes the 64-bit copy that chapters 03 and 04 scan lines with.
 """
 
 from __future__ import annotations
