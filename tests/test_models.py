@@ -277,3 +277,24 @@ def test_conv2d_arguments_reads_calls_by_name():
     assert conv2d_arguments((x,), {}) is None  # no weight
     assert conv2d_arguments((x, w), {"scale": 2}) is None  # not conv2d's
     assert conv2d_arguments((x, w, None, 1, 0, 1, 1, 9), {}) is None
+
+
+def test_int_pair_reads_conv_geometry():
+    from gradsal.core import int_pair
+
+    assert int_pair(2) == (2, 2)
+    assert int_pair((1, 3)) == (1, 3) and int_pair([4]) == (4, 4)
+    assert int_pair("same") is None and int_pair((1, 2, 3)) is None
+    assert int_pair(True) is None and int_pair((1.0, 2)) is None
+
+
+def test_float64_mode_leaves_string_padding_to_torch(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        models, "depthwise_conv2d_by_shifts", lambda *a: calls.append(a)
+    )
+    conv = nn.Conv2d(3, 3, 3, groups=3, padding="same")
+    model64 = models.float64_copy(conv)
+    x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(model64(x), conv.double()(x))
+    assert not calls

@@ -13,7 +13,8 @@ metric and analysis helper builds on these public names:
   an int seeds a fresh generator, None means torch's global generator;
 * :func:`check_positive_int`, :func:`check_number` and :func:`to_numpy` are the
   small checks and the one tensor-to-NumPy conversion the package uses;
-  :func:`conv2d_arguments` reads a call of ``conv2d`` by argument name.
+  :func:`conv2d_arguments` reads a call of ``conv2d`` by argument name and
+  :func:`int_pair` its stride, padding or dilation.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "eval_mode",
     "forward",
     "frozen",
+    "int_pair",
     "logit_gradient",
     "prepare",
     "resolve_targets",
@@ -85,6 +87,20 @@ def conv2d_arguments(args: Sequence, kwargs: dict) -> dict | None:
     named.update(zip(_CONV2D_PARAMETERS, args))
     named.update(kwargs)
     return named if "input" in named and "weight" in named else None
+
+
+def int_pair(v: object) -> tuple[int, int] | None:
+    """A conv2d stride, padding or dilation as ``(height, width)``: an int, or a
+    sequence of one or two ints. None for anything else (``padding="same"``)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if (
+        isinstance(v, (tuple, list))
+        and len(v) in (1, 2)
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+    ):
+        return (int(v[0]), int(v[-1]))
+    return None
 
 
 # ---------------------------------------------------------------------------

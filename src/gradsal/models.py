@@ -28,6 +28,7 @@ from .core import (
     conv2d_arguments,
     device_of,
     eval_mode,
+    int_pair,
 )
 
 __all__ = [
@@ -233,13 +234,9 @@ def efficientnet_stages(
     return steps
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def _tap_views(x, weight, stride, dilation):
     """Yield ``(i, j, view)``: the inputs that tap (i, j) of a depthwise kernel multiplies."""
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    (sh, sw), (dh, dw) = int_pair(stride), int_pair(dilation)
     kh, kw = weight.shape[-2:]
     h_out = (x.shape[-2] - dh * (kh - 1) - 1) // sh + 1
     w_out = (x.shape[-1] - dw * (kw - 1) - 1) // sw + 1
@@ -305,7 +302,7 @@ def depthwise_conv2d_by_shifts(
     elementwise product over all channels at once, in the forward pass and in
     the backward (see :func:`float64_copy`).
     """
-    ph, pw = _pair(padding)
+    ph, pw = int_pair(padding)
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph))
     out = _ShiftedDepthwise.apply(x, weight, stride, dilation)
@@ -323,25 +320,19 @@ class _DepthwiseByShifts(TorchFunctionMode):
             else None
         )
         if bound is not None:
-            x, weight, padding = (
-                bound["input"],
-                bound["weight"],
-                bound["padding"],
-            )
+            x, weight = bound["input"], bound["weight"]
+            geometry = [
+                int_pair(bound[k]) for k in ("stride", "padding", "dilation")
+            ]
             if (
                 x.dtype == torch.float64
                 and x.ndim == 4
                 and weight.shape[1] == 1
                 and bound["groups"] == x.shape[1] == weight.shape[0]
-                and not isinstance(padding, str)
+                and None not in geometry  # not padding="same" or "valid"
             ):
                 return depthwise_conv2d_by_shifts(
-                    x,
-                    weight,
-                    bound["bias"],
-                    bound["stride"],
-                    padding,
-                    bound["dilation"],
+                    x, weight, bound["bias"], *geometry
                 )
         return func(*args, **kwargs)
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..core import CONV2D_FUNCTIONS, conv2d_arguments
+from ..core import CONV2D_FUNCTIONS, conv2d_arguments, int_pair
 
 __all__ = [
     "FoldedGraph",
@@ -195,20 +195,6 @@ def has_conv2d(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
-def _pair(v) -> tuple[int, int] | None:
-    if isinstance(v, int) and not isinstance(v, bool):
-        return (v, v)
-    if (
-        isinstance(v, (tuple, list))
-        and len(v) == 2
-        and all(isinstance(i, int) for i in v)
-    ):
-        return (int(v[0]), int(v[1]))
-    if isinstance(v, (tuple, list)) and len(v) == 1 and isinstance(v[0], int):
-        return (int(v[0]), int(v[0]))
-    return None
-
-
 def _fetch(root: nn.Module, target: str):
     obj = root
     for part in target.split("."):
@@ -273,7 +259,7 @@ def _conv_of(node: fx.Node, gm: fx.GraphModule):
                 return None
         if a["padding"] == "valid":
             a["padding"] = 0
-        geometry = [_pair(a[k]) for k in ("stride", "padding", "dilation")]
+        geometry = [int_pair(a[k]) for k in ("stride", "padding", "dilation")]
         if any(g is None for g in geometry) or not isinstance(
             a["groups"], int
         ):
