@@ -137,3 +137,128 @@ def test_fingerprint_sees_contents_and_names_but_not_bytecode(tmp_path):
     assert fingerprint(tmp_path, ["pins.txt"]) != fingerprint(
         tmp_path, ["pkg"]
     )
+
+
+# ---- the test run keeps what nbval executed for the build ----
+
+
+def test_run(book: Path, *notebooks: str) -> str:
+    """nbval over ``notebooks`` of the book, in a fresh pytest process with the
+    plugin loaded as the root conftest loads it; its output."""
+    import os
+    import subprocess
+    import sys
+
+    ext = Path(__file__).resolve().parents[1] / "_ext"
+    env = dict(os.environ, PYTHONPATH=str(ext))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "notebook_cache"]
+        + ["-p", "no:cacheprovider", "-q", *notebooks],
+        cwd=book,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.stdout + done.stderr
+
+
+test_run.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture
+def jupyter_book(book):
+    """The small book with a Jupyter Book _config.yml (read by the plugin) and
+    the cache where jupyter-book keeps it."""
+    (book / "_config.yml").write_text(
+        "execute:\n  execute_notebooks: cache\n"
+        "sphinx:\n  config:\n    nb_cache_depends: [lib]\n"
+    )
+    with open(book / "conf.py", "a") as conf:
+        conf.write(
+            f"nb_execution_cache_path = {str(book / '_build/.jupyter_cache')!r}\n"
+        )
+    return book
+
+
+def test_a_test_run_keeps_its_notebooks_and_the_build_reuses_them(
+    jupyter_book,
+):
+    out = test_run(jupyter_book, "one.ipynb", "two.ipynb")
+    assert "2 passed" in out and "2 executed notebook(s) kept" in out
+    status, warnings = build(jupyter_book)
+    assert "Executed notebook in" not in status
+    assert status.count("Using cached notebook") == 2
+    assert "Executing notebook failed" not in warnings
+    assert "42" in (jupyter_book / "_build/html/one.html").read_text()
+    assert "twotwo" in (jupyter_book / "_build/html/two.html").read_text()
+
+
+def test_a_package_edit_then_tests_then_build_shows_the_new_outputs(
+    jupyter_book,
+):
+    build(jupyter_book)
+    (jupyter_book / "lib" / "data.txt").write_text("99")
+    assert "2 executed notebook(s) kept" in test_run(
+        jupyter_book, "one.ipynb", "two.ipynb"
+    )
+    # no page changed since the last build, yet every page is re-read and
+    # takes the outputs the test run made with the edited package
+    status, _ = build(jupyter_book, fresh=False)
+    assert "dependencies changed" in status
+    assert "Executed notebook in" not in status
+    assert status.count("Using cached notebook") == 2
+    assert "100" in (jupyter_book / "_build/html/one.html").read_text()
+
+
+def test_a_failing_notebook_is_not_kept(jupyter_book):
+    notebook(jupyter_book / "two.ipynb", "print('ran')\nraise RuntimeError")
+    out = test_run(jupyter_book, "one.ipynb", "two.ipynb")
+    assert "1 failed" in out and "1 executed notebook(s) kept" in out
+    status, warnings = build(jupyter_book)
+    assert status.count("Using cached notebook") == 1
+    assert "Executing notebook failed: CellExecutionError" in warnings
+
+
+def test_a_partial_run_keeps_only_complete_notebooks(jupyter_book):
+    nb = nbformat.read(jupyter_book / "one.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("print('second cell')"))
+    nbformat.write(nb, jupyter_book / "one.ipynb")
+    # the second cell of one.ipynb is deselected: one.ipynb stays unkept
+    out = test_run(
+        jupyter_book,
+        "one.ipynb",
+        "two.ipynb",
+        "--deselect",
+        "one.ipynb::Cell 1",
+    )
+    assert "1 executed notebook(s) kept" in out
+    status, _ = build(jupyter_book)
+    assert status.count("Using cached notebook") == 1
+    assert status.count("Executed notebook in") == 1
+    assert "second cell" in (jupyter_book / "_build/html/one.html").read_text()
+
+
+def test_executed_notebook_numbers_cells_and_rejects_a_miscount():
+    from notebook_cache import executed_notebook
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("1"),
+        nbformat.v4.new_markdown_cell("text"),
+        nbformat.v4.new_code_cell("print(2)"),
+    ]
+    result = nbformat.v4.new_output(
+        "execute_result", data={"text/plain": "1"}, execution_count=7
+    )
+    stream = nbformat.v4.new_output("stream", name="stdout", text="2\n")
+    out = executed_notebook(nb, [[result], [stream]])
+    assert [c.get("execution_count") for c in out.cells] == [1, None, 2]
+    assert out.cells[0].outputs[0].execution_count == 1
+    assert out.cells[2].outputs[0].text == "2\n"
+    assert nb.cells[0].outputs == []  # the input is left alone
+    # a trailing semicolon hides the value, as in a notebook
+    nb.cells[0].source = "1;  # quiet"
+    assert executed_notebook(nb, [[result], [stream]]).cells[0].outputs == []
+    with pytest.raises(ValueError, match="1 outputs for 2 code cells"):
+        executed_notebook(nb, [[result]])
