@@ -31,7 +31,7 @@ def test_smoothed_relu_derivative_by_quadrature(w, b, sigma):
     for x in (-1.3, 0.0, 0.4, 2.5):
         kink = -(w * x + b) / w  # the noise value at which the unit switches
         expected = integrate.quad(
-            lambda e: (
+            lambda e, x=x: (
                 w * float(w * (x + e) + b > 0) * stats.norm.pdf(e, scale=sigma)
             ),
             -12 * sigma,
@@ -43,7 +43,7 @@ def test_smoothed_relu_derivative_by_quadrature(w, b, sigma):
             gaussian.smoothed_relu_derivative(x, w, b, sigma)
         ) == pytest.approx(expected, abs=1e-7)
         expected6 = integrate.quad(
-            lambda e: (
+            lambda e, x=x: (
                 w
                 * float(0 < w * (x + e) + b < 6)
                 * stats.norm.pdf(e, scale=sigma)
@@ -86,7 +86,7 @@ def test_smoothed_relu_value_and_its_derivative():
     x = torch.linspace(-2, 2, 9, dtype=torch.float64)
     for xi in x.tolist():
         expected = _quad_expectation(
-            lambda e: max(w * (xi + e) + b, 0.0), sigma
+            lambda e, xi=xi: max(w * (xi + e) + b, 0.0), sigma
         )
         assert float(gaussian.smoothed_relu(xi, w, b, sigma)) == pytest.approx(
             expected, abs=1e-7

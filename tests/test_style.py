@@ -58,3 +58,18 @@ def test_text_notebook_code_lines_fit_the_page():
         )
         long = _long_lines(list(enumerate(cells)))
         assert not long, f"{page.name}: " + "\n".join(long)
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]])
+def test_the_repository_is_clean_under_ruff(command):
+    """Package, tests, benchmarks, figure scripts and notebooks: one style."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", *command, "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
