@@ -5,6 +5,8 @@ layer leaves to the ordinary operators, is smoke-tested here."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -165,3 +167,18 @@ def test_guided_backprop_on_efficientnet_lite0_runs_the_rule_on_the_engine(
     plain = gradsal.reduce_channels(gradsal.vanilla_gradient(lite0, x))
     assert gradsal.rank_correlation(on_engine, as_given) > 0.99
     assert gradsal.rank_correlation(on_engine, plain) < 0.5
+
+
+def test_cpu_autocast_is_seen_on_old_and_new_torch(monkeypatch):
+    assert not fastpath.cpu_autocast_enabled()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fastpath.cpu_autocast_enabled()
+
+        def old_signature():  # torch 2.3: no device argument
+            return False
+
+        monkeypatch.setattr(torch, "is_autocast_enabled", old_signature)
+        with warnings.catch_warnings():  # the CPU call is deprecated today
+            warnings.simplefilter("ignore", DeprecationWarning)
+            assert fastpath.cpu_autocast_enabled()  # read through it
+    assert not fastpath.cpu_autocast_enabled()

@@ -56,6 +56,15 @@ def _onednn_pointwise():
 _POINTWISE = _onednn_pointwise()
 
 
+def cpu_autocast_enabled() -> bool:
+    """Whether CPU autocast is on in this thread (on torch 2.3, whose
+    ``is_autocast_enabled`` takes no device, through its CPU-only call)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:
+        return torch.is_autocast_cpu_enabled()
+
+
 class _ConvInputGradient(torch.autograd.Function):
     """Convolution (+ ReLU6) whose backward computes the input gradient only.
 
@@ -158,7 +167,7 @@ class GradConv(nn.Conv2d):
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and self.weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
+            and not cpu_autocast_enabled()
             and not _function_mode_active()
         ):
             return _ConvInputGradient.apply(x, self.weight, self.bias, self)
