@@ -313,8 +313,11 @@ def profile_table(profile: Mapping, rows: int = 12) -> str:
     pw = profile.get("pointwise")
     if pw:
         note += (
-            f" The 1 x 1 convolutions ({pw['gflop_per_copy']:.2f} GFLOP per copy, forward and input gradient) "
-            f"ran at {pw['gflops']:.0f} GFLOP/s, {pw['gflops'] / pw['mm_gflops']:.0%} of a 1024 x 1024 "
-            f"single-thread matrix product on this processor ({pw['mm_gflops']:.0f} GFLOP/s)."
+            " The input gradients of the 1 x 1 convolutions and the classifier"
+            f" ({pw['gflop_per_copy']:.2f} GFLOP per copy, as `aten::mm`)"
+            f" ran at {pw['gflops']:.0f} GFLOP/s,"
+            f" {pw['gflops'] / pw['mm_gflops']:.0%} of a 1024 x 1024"
+            " single-thread matrix product on this processor"
+            f" ({pw['mm_gflops']:.0f} GFLOP/s)."
         )
     return "\n".join(lines) + note + "\n"

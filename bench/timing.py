@@ -438,23 +438,24 @@ def profile(ctx: Context, batch: int = DEFAULT_BATCH_SIZE) -> dict:
 def pointwise_efficiency(
     ctx: Context, self_us: dict[str, float]
 ) -> dict | None:
-    """How close the 1 x 1 convolutions come to the processor's matrix-product speed.
+    """How close the 1 x 1 convolutions' input gradients come to the processor's
+    matrix-product speed.
 
-    With one thread and small batches torch runs 1 x 1 convolutions as plain matrix
-    products (``_slow_conv2d_forward``/``_backward``); their FLOPs are counted from
-    the layer shapes (forward plus input gradient: twice 2 Cin Cout H W per copy)
-    and compared with a large single-thread ``torch.mm``. None if the profile shows
-    no such operators.
+    In gradsal's rewritten graph the backward of a 1 x 1 convolution (and of the
+    classifier) is a plain matrix product (``aten::mm``); its FLOPs are counted
+    from the layer shapes (2 Cin Cout H W per copy) and compared with a large
+    single-thread ``torch.mm``. None if the profile shows no such operator.
     """
     graph = fold_for_gradients(ctx.model).module(channels_last=True)
     flops = 0.0
 
     def count(mod, inp, out):
         nonlocal flops
-        if mod.kernel_size == (1, 1) and mod.groups == 1:
+        if isinstance(mod, torch.nn.Linear):
+            flops += 2 * mod.in_features * mod.out_features
+        elif mod.kernel_size == (1, 1) and mod.groups == 1:
             flops += (
                 2
-                * 2
                 * mod.in_channels
                 * mod.out_channels
                 * out.shape[-2]
@@ -464,16 +465,13 @@ def pointwise_efficiency(
     handles = [
         m.register_forward_hook(count)
         for m in graph.modules()
-        if isinstance(m, torch.nn.Conv2d)
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
     ]
     with torch.no_grad():
         graph(ctx.x[None].contiguous(memory_format=torch.channels_last))
     for h in handles:
         h.remove()
-    seconds = (
-        self_us.get("aten::_slow_conv2d_forward", 0.0)
-        + self_us.get("aten::_slow_conv2d_backward", 0.0)
-    ) / 1e6
+    seconds = self_us.get("aten::mm", 0.0) / 1e6
     if not seconds:
         return None
     before = torch.get_num_threads()
