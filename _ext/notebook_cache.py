@@ -37,13 +37,17 @@ FINGERPRINT_FILE = "depends.sha256"
 
 
 def fingerprint(root: Path, depends: list[str]) -> str:
-    """SHA-256 over the names and bytes of every file under ``depends``."""
+    """SHA-256 over the names and bytes of every file under ``depends``, but
+    for bytecode and the metadata that installing a package writes beside it."""
     digest = hashlib.sha256()
     for entry in depends:
         base = root / entry
         files = sorted(base.rglob("*")) if base.is_dir() else [base]
         for path in files:
-            if not path.is_file() or "__pycache__" in path.parts:
+            if not path.is_file() or any(
+                part == "__pycache__" or part.endswith(".egg-info")
+                for part in path.parts
+            ):
                 continue
             digest.update(str(path.relative_to(root)).encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")

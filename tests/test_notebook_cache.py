@@ -119,7 +119,9 @@ def test_force_mode_is_left_alone(book):
     assert status.count("Executed notebook in") == 2
 
 
-def test_fingerprint_sees_contents_and_names_but_not_bytecode(tmp_path):
+def test_fingerprint_sees_contents_and_names_not_bytecode_or_egg_info(
+    tmp_path,
+):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
     (tmp_path / "pins.txt").write_text("torch==1\n")
@@ -127,6 +129,8 @@ def test_fingerprint_sees_contents_and_names_but_not_bytecode(tmp_path):
     first = fingerprint(tmp_path, depends)
     (tmp_path / "pkg" / "__pycache__").mkdir()
     (tmp_path / "pkg" / "__pycache__" / "a.pyc").write_bytes(b"\0")
+    (tmp_path / "pkg" / "pkg.egg-info").mkdir()  # pip install -e writes it
+    (tmp_path / "pkg" / "pkg.egg-info" / "PKG-INFO").write_text("Version: 1")
     assert fingerprint(tmp_path, depends) == first
     (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
     second = fingerprint(tmp_path, depends)
