@@ -32,6 +32,11 @@ import pytest
 from IPython.core.displayhook import DisplayHook
 from jupyter_cache import get_cache
 from jupyter_cache.base import CacheBundleIn
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "depends.sha256"
 
@@ -70,7 +75,13 @@ def open_cache(cache_dir: Path, now: str):
 # ---- the build (a Sphinx extension) ----
 
 
-def outdated_by_dependencies(app, env, added, changed, removed) -> list[str]:
+def outdated_by_dependencies(
+    app: Sphinx,
+    env: BuildEnvironment,
+    added: set[str],
+    changed: set[str],
+    removed: set[str],
+) -> list[str]:
     """Every page if the dependencies changed since the last build read its
     pages (the cache emptied if it holds outputs of other dependencies); else none."""
     nb_config = env.mystnb_config
@@ -81,15 +92,11 @@ def outdated_by_dependencies(app, env, added, changed, removed) -> list[str]:
     if getattr(env, "notebook_cache_fingerprint", None) == now:
         return []
     env.notebook_cache_fingerprint = now
-    from sphinx.util import logging
-
-    logging.getLogger(__name__).info(
-        "notebook_cache: dependencies changed; every page re-read"
-    )
+    logger.info("notebook_cache: dependencies changed; every page re-read")
     return sorted(env.found_docs - removed)
 
 
-def setup(app) -> dict:
+def setup(app: Sphinx) -> dict:
     app.add_config_value("nb_cache_depends", ["src"], "env")
     app.connect("env-get-outdated", outdated_by_dependencies)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
@@ -147,7 +154,9 @@ class ExecutedChapters:
 
     def __init__(self, cache_dir: Path, root: Path, depends: list[str]):
         self.cache_dir, self.root, self.depends = cache_dir, root, depends
-        self.cells: dict[Path, dict] = {}  # notebook -> {cell_num: result}
+        # notebook path -> {"nb": the notebook nbval read,
+        #                   "cells": {cell number: (passed, outputs, seconds)}}
+        self.cells: dict[Path, dict] = {}
 
     def record(self, item, report) -> None:
         notebook = item.parent
