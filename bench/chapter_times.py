@@ -8,7 +8,9 @@ Three ways to get the numbers, all writing ``<out>/chapter_times.md`` and
   ``jupyter-book build -W -n --keep-going .`` (every notebook executed, as in CI)
   and then reads each notebook's execution time from that build;
 * ``python bench/chapter_times.py`` reads the times of the last build in
-  ``_build/`` (myst-nb records them in ``_build/.doctrees/environment.pickle``);
+  ``_build/`` (myst-nb records them in ``_build/.doctrees/environment.pickle``;
+  for a chapter taken from the cache, the time of the run that cached it, an
+  earlier build or nbval under ``pytest``);
 * ``python bench/chapter_times.py --execute`` runs each notebook of ``_toc.yml``
   on its own with ``jupyter nbconvert --execute`` (outputs go to a temporary
   folder, never into report/) and times it.
@@ -220,10 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.build:
             build_s = run_build(root)
-        times, how = (
-            from_build(root / "_build"),
-            "execution times recorded by the book build (myst-nb)",
-        )
+        how = "execution times recorded by the book build (myst-nb)"
+        if (
+            not args.build
+        ):  # the last build may have taken chapters from the cache
+            how += (
+                "; a chapter taken from the cache keeps the time of the run"
+                " that cached it: an earlier build or nbval under pytest"
+            )
+        times = from_build(root / "_build")
     md = write(Path(args.out), times, order, build_s, how)
     print(md)
     return 0
