@@ -170,15 +170,18 @@ def test_guided_backprop_on_efficientnet_lite0_runs_the_rule_on_the_engine(
 
 
 def test_cpu_autocast_is_seen_on_old_and_new_torch(monkeypatch):
-    assert not fastpath.cpu_autocast_enabled()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert fastpath.cpu_autocast_enabled()
+    def old_signature():  # torch 2.3: no device argument
+        return False
 
-        def old_signature():  # torch 2.3: no device argument
-            return False
-
-        monkeypatch.setattr(torch, "is_autocast_enabled", old_signature)
-        with warnings.catch_warnings():  # the CPU call is deprecated today
+    def seen_as_torch_2_3() -> bool:
+        # read through the CPU-only call, deprecated in today's torch; the
+        # patch ends before torch.autocast itself needs the new signature
+        with monkeypatch.context() as patch, warnings.catch_warnings():
+            patch.setattr(torch, "is_autocast_enabled", old_signature)
             warnings.simplefilter("ignore", DeprecationWarning)
-            assert fastpath.cpu_autocast_enabled()  # read through it
-    assert not fastpath.cpu_autocast_enabled()
+            return fastpath.cpu_autocast_enabled()
+
+    assert not fastpath.cpu_autocast_enabled() and not seen_as_torch_2_3()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fastpath.cpu_autocast_enabled() and seen_as_torch_2_3()
+    assert not fastpath.cpu_autocast_enabled() and not seen_as_torch_2_3()
