@@ -202,12 +202,10 @@ _KEY = pytest.StashKey["ExecutedChapters"]()
 
 
 def pytest_configure(config) -> None:
-    settings = book_cache_settings(Path(str(config.rootpath)))
+    root = Path(str(config.rootpath))
+    settings = book_cache_settings(root)
     if settings is not None and config.pluginmanager.hasplugin("nbval"):
-        cache_dir, depends = settings
-        config.stash[_KEY] = ExecutedChapters(
-            cache_dir, Path(str(config.rootpath)), depends
-        )
+        config.stash[_KEY] = ExecutedChapters(settings[0], root, settings[1])
 
 
 @pytest.hookimpl(wrapper=True)

@@ -146,7 +146,7 @@ def test_fingerprint_sees_contents_and_names_not_bytecode_or_egg_info(
 # ---- the test run keeps what nbval executed for the build ----
 
 
-def test_run(book: Path, *notebooks: str) -> str:
+def run_pytest(book: Path, *notebooks: str) -> str:
     """nbval over ``notebooks`` of the book, in a fresh pytest process with the
     plugin loaded as the root conftest loads it; its output."""
     import os
@@ -167,9 +167,6 @@ def test_run(book: Path, *notebooks: str) -> str:
     return done.stdout + done.stderr
 
 
-test_run.__test__ = False  # a helper, not a test
-
-
 @pytest.fixture
 def jupyter_book(book):
     """The small book with a Jupyter Book _config.yml (read by the plugin) and
@@ -188,7 +185,7 @@ def jupyter_book(book):
 def test_a_test_run_keeps_its_notebooks_and_the_build_reuses_them(
     jupyter_book,
 ):
-    out = test_run(jupyter_book, "one.ipynb", "two.ipynb")
+    out = run_pytest(jupyter_book, "one.ipynb", "two.ipynb")
     assert "2 passed" in out and "2 executed notebook(s) kept" in out
     status, warnings = build(jupyter_book)
     assert "Executed notebook in" not in status
@@ -203,7 +200,7 @@ def test_a_package_edit_then_tests_then_build_shows_the_new_outputs(
 ):
     build(jupyter_book)
     (jupyter_book / "lib" / "data.txt").write_text("99")
-    assert "2 executed notebook(s) kept" in test_run(
+    assert "2 executed notebook(s) kept" in run_pytest(
         jupyter_book, "one.ipynb", "two.ipynb"
     )
     # no page changed since the last build, yet every page is re-read and
@@ -217,7 +214,7 @@ def test_a_package_edit_then_tests_then_build_shows_the_new_outputs(
 
 def test_a_failing_notebook_is_not_kept(jupyter_book):
     notebook(jupyter_book / "two.ipynb", "print('ran')\nraise RuntimeError")
-    out = test_run(jupyter_book, "one.ipynb", "two.ipynb")
+    out = run_pytest(jupyter_book, "one.ipynb", "two.ipynb")
     assert "1 failed" in out and "1 executed notebook(s) kept" in out
     status, warnings = build(jupyter_book)
     assert status.count("Using cached notebook") == 1
@@ -229,7 +226,7 @@ def test_a_partial_run_keeps_only_complete_notebooks(jupyter_book):
     nb.cells.append(nbformat.v4.new_code_cell("print('second cell')"))
     nbformat.write(nb, jupyter_book / "one.ipynb")
     # the second cell of one.ipynb is deselected: one.ipynb stays unkept
-    out = test_run(
+    out = run_pytest(
         jupyter_book,
         "one.ipynb",
         "two.ipynb",
